@@ -1,0 +1,7 @@
+"""Plate reading core: detector + recognizer on ONNX Runtime (CPU) or TensorRT (GPU)."""
+
+from gpu.backends import BackendUnavailable
+from gpu.imaging import CorruptImage, decode_image
+from gpu.reader import PlateReader, PlateText, open_reader
+
+__all__ = ["BackendUnavailable", "CorruptImage", "PlateReader", "PlateText", "decode_image", "open_reader"]

@@ -1,0 +1,71 @@
+"""Model files the reader loads, located inside installed wheels (never downloaded at run time)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import onnx
+
+from gpu.graphs import detector_heads
+
+
+class ModelMissing(RuntimeError):
+    """A wheel that carries model weights is not installed."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One ONNX file shipped inside a wheel."""
+
+    name: str  # role in the pipeline: "detector" or "recognizer"
+    package: str  # importable package that carries the file
+    relative_path: str  # path inside that package
+    install_hint: str
+    surgery: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None  # applied at load time
+
+    def graph(self) -> onnx.ModelProto:
+        """The graph the runtimes load: the shipped file after this project's surgery, if any."""
+        model = onnx.load(str(self.path))
+        return self.surgery(model) if self.surgery else model
+
+    @property
+    def path(self) -> Path:
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or spec.origin is None:
+            raise ModelMissing(f"{self.name}: package {self.package!r} is not installed ({self.install_hint})")
+        path = Path(spec.origin).parent / self.relative_path
+        if not path.is_file():
+            raise ModelMissing(f"{self.name}: {path} is missing from the installed {self.package!r} wheel")
+        return path
+
+    def sha256(self) -> str:
+        return _sha256(self.path)
+
+
+@cache
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+DETECTOR = ModelFile(
+    name="detector",
+    package="platedet",
+    relative_path="artifacts/platedet.onnx",
+    install_hint="pip install --no-deps platedet==0.0.2",
+    surgery=detector_heads,
+)
+RECOGNIZER = ModelFile(
+    name="recognizer",
+    package="rapidocr_onnxruntime",
+    relative_path="models/ch_PP-OCRv4_rec_infer.onnx",
+    install_hint="pip install --no-deps rapidocr-onnxruntime==1.4.4",
+)

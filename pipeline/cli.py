@@ -1,0 +1,123 @@
+"""`alpr`: the one command. Each subcommand is a thin shell over a domain module."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pipeline import logs
+from pipeline.errors import AlprError
+from pipeline.settings import describe, settings
+
+
+class _Group(click.Group):
+    """Turns an AlprError anywhere below into one line on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AlprError as exc:
+            click.echo(f"alpr: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group)
+def cli() -> None:
+    """Automated license plate reader pipeline."""
+    s = settings()
+    logs.configure(s.log_level, s.log_format)
+
+
+@cli.command("config")
+def config_cmd() -> None:
+    """List every setting: variable, type, default, meaning."""
+    settings()
+    for env, typ, default, meaning in describe():
+        click.echo(f"{env:<32} {typ:<28} {default:<22} {meaning}")
+
+
+@cli.group()
+def stack() -> None:
+    """The embedded stack: dev broker and chDB on this machine."""
+
+
+@stack.command("up")
+def stack_up() -> None:
+    """Start the dev broker, create topics, migrate the embedded ClickHouse."""
+    from pipeline import stack as st
+
+    for c in st.up(settings()):
+        click.echo(f"{c.name:<28} {c.state:<9} {c.where}")
+
+
+@stack.command("down")
+def stack_down() -> None:
+    """Stop what `stack up` started."""
+    from pipeline import stack as st
+
+    stopped = st.down(settings())
+    click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@stack.command("status")
+def stack_status() -> None:
+    """Say what runs where."""
+    from pipeline import stack as st
+
+    for c in st.status(settings()):
+        click.echo(f"{c.name:<28} {c.state:<9} {c.where}")
+
+
+@cli.group()
+def topics() -> None:
+    """Kafka topics from infra/topics.yaml."""
+
+
+@topics.command("apply")
+def topics_apply() -> None:
+    """Create missing topics on the configured cluster."""
+    from pipeline import kafka
+    from pipeline.topics import apply_topics
+
+    s = settings()
+    kafka.check_reachable(s)
+    created = apply_topics(kafka.admin(s), s.kafka_replication_factor)
+    click.echo("created: " + (", ".join(created) if created else "none (all exist)"))
+
+
+@cli.command("migrate")
+def migrate_cmd() -> None:
+    """Apply ClickHouse migrations (embedded store or server)."""
+    from pipeline.migrations import migrate
+    from pipeline.store import open_store
+
+    s = settings()
+    store = open_store(s)
+    try:
+        done = migrate(store, s)
+    finally:
+        store.close()
+    click.echo("applied: " + (", ".join(done) if done else "none (up to date)"))
+
+
+@cli.command("demo")
+@click.option("--duration", type=click.FloatRange(min=5), default=60.0, show_default=True,
+              help="Seconds to run before printing the summary and stopping.")
+def demo_cmd(duration: float) -> None:
+    """Run every stage on the embedded stack with sample footage; last line is a JSON summary."""
+    from pipeline.demo import run_demo
+
+    run_demo(settings(), duration)
+
+
+def main() -> None:
+    try:
+        cli(prog_name="alpr")
+    except AlprError as exc:  # raised while loading settings, before a subcommand runs
+        click.echo(f"alpr: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Avro bytes <-> typed records, in one of two framings.
+
+- With a schema registry (Confluent wire format): magic byte 0, a 4-byte schema id,
+  then the Avro body. Writers register `<topic>-value` subjects; readers fetch the
+  writer's schema by id and resolve it against the schema they were built with.
+- Without one (Avro single-object encoding): 0xC3 0x01, the 8-byte CRC-64-AVRO
+  fingerprint of the writer schema's canonical form, then the body. Readers know
+  every schema this package ships, so the fingerprint names the writer schema.
+
+A consumer decodes with `Codec.decode`, which raises `UndecodableRecord` for
+anything it cannot trust (bad framing, unknown schema, truncated body, a value
+the typed model refuses); the caller sends that to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+from pydantic import ValidationError
+
+from schemas import models
+
+SCHEMA_DIR = Path(__file__).parent
+# Files that define named types must come before the files that use them.
+_SCHEMA_FILES = (
+    "geo", "frame", "plate_read", "hotlist_entry", "partial_plate", "alert",
+    "audit_event", "release_request", "evidence_hold", "dead_letter",
+)
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = b"\x00"
+
+R = TypeVar("R", bound=models.Record)
+
+
+class UndecodableRecord(ValueError):
+    """A value that cannot become a trusted record; `reason` says why, for the dead-letter topic."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AvroSchema:
+    name: str
+    parsed: dict
+    canonical: str
+    fingerprint: bytes
+
+
+def load_schemas() -> dict[str, AvroSchema]:
+    """Every shipped schema by full name, with named types expanded inline."""
+    named: dict = {}
+    out: dict[str, AvroSchema] = {}
+    for stem in _SCHEMA_FILES:
+        raw = json.loads((SCHEMA_DIR / f"{stem}.avsc").read_text())
+        fastavro.parse_schema(raw, named_schemas=named)
+        expanded = fastavro.parse_schema(raw, named_schemas=dict(named), expand=True)
+        canonical = to_parsing_canonical_form(expanded)
+        name = expanded["name"]
+        out[name] = AvroSchema(name, expanded, canonical, bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")))
+    return out
+
+
+class Codec:
+    """Encodes and decodes the project's records; one instance per process is enough."""
+
+    def __init__(self, registry_url: str | None = None) -> None:
+        self.schemas = load_schemas()
+        self._by_fingerprint = {s.fingerprint: s for s in self.schemas.values()}
+        self._registry = None
+        self._ids: dict[tuple[str, str], int] = {}
+        self._writers: dict[int, dict] = {}
+        if registry_url:
+            from confluent_kafka.schema_registry import SchemaRegistryClient
+
+            self._registry = SchemaRegistryClient({"url": registry_url})
+
+    def schema_for(self, model: type[models.Record]) -> AvroSchema:
+        return self.schemas[model.avro_name]
+
+    def encode(self, record: models.Record, topic: str) -> bytes:
+        schema = self.schema_for(type(record))
+        buf = io.BytesIO()
+        if self._registry is None:
+            buf.write(SINGLE_OBJECT_MAGIC + schema.fingerprint)
+        else:
+            buf.write(CONFLUENT_MAGIC + struct.pack(">I", self._schema_id(topic, schema)))
+        fastavro.schemaless_writer(buf, schema.parsed, record.to_avro())
+        return buf.getvalue()
+
+    def decode(self, data: bytes | None, model: type[R]) -> R:
+        if not data:
+            raise UndecodableRecord("empty value")
+        reader = self.schema_for(model)
+        if data[:2] == SINGLE_OBJECT_MAGIC:
+            writer = self._by_fingerprint.get(data[2:10])
+            if writer is None:
+                raise UndecodableRecord(f"unknown schema fingerprint {data[2:10].hex()}")
+            if writer.name != reader.name:
+                raise UndecodableRecord(f"expected {reader.name}, got {writer.name}")
+            writer_schema, body = writer.parsed, data[10:]
+        elif data[:1] == CONFLUENT_MAGIC and len(data) >= 5 and self._registry is not None:
+            writer_schema, body = self._writer(struct.unpack(">I", data[1:5])[0]), data[5:]
+        else:
+            raise UndecodableRecord("not Avro single-object or Confluent framing")
+        stream = io.BytesIO(body)
+        try:
+            raw = fastavro.schemaless_reader(stream, writer_schema, reader.parsed)
+        except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, ...
+            raise UndecodableRecord(f"Avro body does not decode: {type(exc).__name__}: {exc}") from exc
+        if stream.tell() != len(body):
+            raise UndecodableRecord(f"{len(body) - stream.tell()} trailing bytes after the Avro body")
+        try:
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+            raise UndecodableRecord(f"{model.__name__} invalid: {problems}") from exc
+
+    def _schema_id(self, topic: str, schema: AvroSchema) -> int:
+        key = (topic, schema.name)
+        if key not in self._ids:
+            from confluent_kafka.schema_registry import Schema
+
+            self._ids[key] = self._registry.register_schema(f"{topic}-value", Schema(schema.canonical, "AVRO"))
+        return self._ids[key]
+
+    def _writer(self, schema_id: int) -> dict:
+        if schema_id not in self._writers:
+            try:
+                registered = self._registry.get_schema(schema_id)
+            except Exception as exc:
+                raise UndecodableRecord(f"schema id {schema_id} not in the registry: {exc}") from exc
+            self._writers[schema_id] = fastavro.parse_schema(json.loads(registered.schema_str))
+        return self._writers[schema_id]

@@ -1,0 +1,97 @@
+"""Bad configuration gives one clear line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.broker import free_port
+
+ALPR = [sys.executable, "-m", "pipeline.cli"]
+
+
+def run_alpr(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
+    return subprocess.run([*ALPR, *args], env={**clean, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout, cwd=Path(__file__).parents[1])
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("alpr: error: ")
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_unknown_setting(tmp_path) -> None:
+    assert_one_line_error(run_alpr("config", env={"ALPR_KAFKA_BOOTSRAP": "x"}), "ALPR_KAFKA_BOOTSRAP")
+
+
+def test_unknown_key_in_config_file(tmp_path) -> None:
+    cfg = tmp_path / "alpr.toml"
+    cfg.write_text('retention_dayz = 400\n')
+    assert_one_line_error(run_alpr("config", env={"ALPR_CONFIG": str(cfg)}), "retention_dayz")
+
+
+def test_retention_below_one_year_refused() -> None:
+    assert_one_line_error(run_alpr("config", env={"ALPR_RETENTION_DAYS": "364"}), "ALPR_RETENTION_DAYS", "365")
+
+
+def test_config_file_values_apply_and_env_wins(tmp_path) -> None:
+    cfg = tmp_path / "alpr.toml"
+    cfg.write_text('retention_days = 400\nagency = "XYZ"\n')
+    from pipeline.settings import load_settings
+
+    os.environ["ALPR_CONFIG"] = str(cfg)
+    os.environ["ALPR_AGENCY"] = "ENV"
+    try:
+        s = load_settings()
+    finally:
+        del os.environ["ALPR_CONFIG"], os.environ["ALPR_AGENCY"]
+    assert (s.retention_days, s.agency) == (400, "ENV")
+
+
+def test_port_taken(tmp_path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = run_alpr("stack", "up", env={"ALPR_BROKER_PORT": str(port), "ALPR_DATA_DIR": str(tmp_path)})
+    assert_one_line_error(result, "port", str(port), "ALPR_BROKER_PORT")
+
+
+def test_broker_unreachable() -> None:
+    result = run_alpr("topics", "apply", env={"ALPR_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+    assert_one_line_error(result, "unreachable", "ALPR_KAFKA_BOOTSTRAP")
+
+
+@pytest.mark.timeout(120)
+def test_stack_up_status_down(tmp_path) -> None:
+    env = {"ALPR_BROKER_PORT": str(free_port()), "ALPR_DATA_DIR": str(tmp_path)}
+    up = run_alpr("stack", "up", env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        status = run_alpr("stack", "status", env=env).stdout
+        assert "running" in status and f"127.0.0.1:{env['ALPR_BROKER_PORT']}" in status
+        assert "schema 3" in status
+        again = run_alpr("stack", "up", env=env)
+        assert_one_line_error(again, "already up")
+        # topics exist on the broker `up` started
+        from pipeline import kafka
+        from pipeline.settings import load_settings
+        from pipeline.topics import TOPICS
+
+        s = load_settings(kafka_bootstrap=f"127.0.0.1:{env['ALPR_BROKER_PORT']}")
+        assert set(TOPICS) <= set(kafka.admin(s).list_topics(timeout=10).topics)
+    finally:
+        down = run_alpr("stack", "down", env=env)
+    assert down.returncode == 0 and "broker" in down.stdout
+    assert "running" not in run_alpr("stack", "status", env=env).stdout
