@@ -111,6 +111,19 @@ def demo_cmd(duration: float) -> None:
     run_demo(settings(), duration)
 
 
+def _register_domains() -> None:
+    import importlib
+
+    from pipeline.commands import DOMAINS
+
+    for domain in DOMAINS:
+        for command in importlib.import_module(f"pipeline.commands.{domain}").COMMANDS:
+            cli.add_command(command)
+
+
+_register_domains()
+
+
 def main() -> None:
     try:
         cli(prog_name="alpr")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -207,3 +208,50 @@ class RecordConsumer(Generic[R]):
     def close(self) -> None:
         self._consumer.close()  # leaves the group at once, so partitions move without waiting a session timeout
 
+
+
+def read_to_end(settings: Settings, topic: str, partition: int = 0, start: int | None = None,
+                idle: float = 1.0, timeout: float = 120.0) -> Iterator[Message]:
+    """Every message of a partition from `start` (default: the beginning) to the end as of now.
+
+    "The end" is not taken from the high watermark alone: some Kafka-protocol brokers
+    report it as the base offset of the last batch + 1, which would stop short. This
+    reads until it has passed the reported watermark and then seen nothing for
+    `idle` seconds, which is right on Apache Kafka and on such brokers alike.
+    """
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    consumer = Consumer(consumer_config(settings, f"reader-{socket.gethostname()}", "reader",
+                                        logger=_QUIET_LOG))
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING if start is None else start)])
+        position = -1
+        deadline = time.monotonic() + timeout
+        last_seen = time.monotonic()
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                if position + 1 >= high and time.monotonic() - last_seen >= idle:
+                    return
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise Unavailable(f"reading {topic}: {msg.error().str()}")
+            position, last_seen = msg.offset(), time.monotonic()
+            yield msg
+        raise Unavailable(f"reading {topic} did not finish within {timeout:.0f}s")
+    finally:
+        consumer.close()
+
+
+def high_watermark(settings: Settings, topic: str, partition: int = 0, timeout: float = 10.0) -> tuple[int, int]:
+    """(low, high) as the broker reports them; see read_to_end for why `high` may be short."""
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer(consumer_config(settings, "watermarks", "watermarks", logger=_QUIET_LOG))
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+    finally:
+        consumer.close()

@@ -175,6 +175,7 @@ class AuditOutcome(str, Enum):
 class AuditEvent(Record):
     avro_name: ClassVar[str] = "alpr.v1.AuditEvent"
     event_id: NonEmpty
+    chain: NonEmpty
     seq: int = Field(ge=0)
     occurred_at: UtcDatetime
     actor: NonEmpty

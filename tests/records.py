@@ -41,7 +41,7 @@ def alert() -> Alert:
 
 
 def audit() -> AuditEvent:
-    return AuditEvent(event_id="e1", seq=0, occurred_at=NOW, actor="analyst1", agency="SPD", action="QUERY",
+    return AuditEvent(event_id="e1", chain="test", seq=0, occurred_at=NOW, actor="analyst1", agency="SPD", action="QUERY",
                       outcome="ALLOWED", case_number="24-001", purpose="stolen vehicle", subject="SELECT 1",
                       rows=1, details={"ip": "127.0.0.1"}, prev_hash="0" * 64, hash="a" * 64)
 

@@ -25,8 +25,9 @@ TTL toDateTime(raised_at) + INTERVAL ${retention_days} DAY;
 -- kept; the topic is the record of truth, this table is rebuilt from it if needed.
 CREATE TABLE IF NOT EXISTS ${db}.audit_log
 (
-    seq          UInt64,
     event_id     String,
+    chain        String,
+    seq          UInt64,
     occurred_at  DateTime64(6, 'UTC'),
     actor        String,
     agency       LowCardinality(String),
@@ -43,4 +44,4 @@ CREATE TABLE IF NOT EXISTS ${db}.audit_log
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(occurred_at)
-ORDER BY seq;
+ORDER BY (occurred_at, chain, seq);

@@ -1,0 +1,3 @@
+"""`alpr` subcommands: access."""
+
+COMMANDS: list = []

@@ -1,0 +1,3 @@
+"""`alpr` subcommands: alerting."""
+
+COMMANDS: list = []

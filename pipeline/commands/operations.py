@@ -1,0 +1,3 @@
+"""`alpr` subcommands: operations."""
+
+COMMANDS: list = []

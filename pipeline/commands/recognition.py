@@ -1,0 +1,3 @@
+"""`alpr` subcommands: recognition."""
+
+COMMANDS: list = []

@@ -1,0 +1,3 @@
+"""`alpr` subcommands: warehouse."""
+
+COMMANDS: list = []
