@@ -1,3 +1,128 @@
-"""`alpr` subcommands: recognition."""
+"""`alpr` subcommands: recognition (camera, worker, read)."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from pipeline.errors import AlprError, ConfigError
+from pipeline.settings import settings
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """First SIGTERM/SIGINT asks for a clean stop; a second one exits at once."""
+    def handler(signum, frame):
+        if stop.is_set():
+            raise SystemExit(128 + signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def open_reader_or_fail(backend: str, threads: int):
+    from gpu import BackendUnavailable, open_reader
+
+    try:
+        return open_reader(backend, threads=threads)
+    except BackendUnavailable as exc:
+        raise ConfigError(str(exc)) from None
+
+
+@click.command("camera")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML file listing cameras.")
+@click.option("--camera-id")
+@click.option("--agency")
+@click.option("--source", help="video file, rtsp:// or http(s):// URL, image folder, or synthetic:SEED")
+@click.option("--lat", type=float)
+@click.option("--lon", type=float)
+@click.option("--heading", type=float, default=None)
+@click.option("--max-fps", type=float, default=5.0, show_default=True)
+@click.option("--loop", is_flag=True, help="Replay a file or folder forever.")
+def camera_cmd(config_path, camera_id, agency, source, lat, lon, heading, max_fps, loop) -> None:
+    """Publish camera frames to the frames topic (one camera from options, or many from --config)."""
+    from pipeline import kafka
+    from pipeline.camera import CameraConfig, load_cameras, run_cameras
+
+    s = settings()
+    if config_path:
+        configs = load_cameras(config_path)
+    else:
+        missing = [n for n, v in (("--camera-id", camera_id), ("--agency", agency), ("--source", source),
+                                  ("--lat", lat), ("--lon", lon)) if v is None]
+        if missing:
+            raise ConfigError(f"missing {', '.join(missing)} (or give --config)")
+        try:
+            configs = [CameraConfig(camera_id=camera_id, agency=agency, source=source, lat=lat, lon=lon,
+                                    heading_deg=heading, max_fps=max_fps, loop=loop)]
+        except ValueError as exc:
+            raise ConfigError(str(exc).splitlines()[-1]) from None
+    kafka.check_reachable(s)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    cameras = run_cameras(s, configs, stop)
+    for c in cameras:
+        click.echo(json.dumps({"camera_id": c.config.camera_id, "sent": c.stats.sent, "dropped": c.stats.dropped,
+                               "reconnects": c.stats.reconnects}))
+
+
+@click.command("worker")
+@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="CPU threads for ONNX Runtime; run one worker per core rather than more threads.")
+def worker_cmd(backend: str, batch_size: int, threads: int) -> None:
+    """Read plates from frames and publish reads (one member of the recognition group)."""
+    from pipeline import kafka
+    from pipeline.worker import RecognitionWorker
+
+    s = settings()
+    kafka.check_reachable(s)
+    reader = open_reader_or_fail(backend, threads)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    worker = RecognitionWorker(s, reader, batch_size=batch_size)
+    worker.run(stop)
+    click.echo(json.dumps({"frames": worker.stats.frames, "reads": worker.stats.reads,
+                           "corrupt": worker.stats.corrupt, "folded": worker.stats.folded}))
+
+
+@click.command("read")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image per line.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True)
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True)
+def read_cmd(images: tuple[Path, ...], as_json: bool, backend: str, threads: int) -> None:
+    """Read the plates in image files. A file that cannot be read gets an error object; the rest still run."""
+    from gpu import CorruptImage, decode_image
+
+    reader = open_reader_or_fail(backend, threads)
+    failed = 0
+    for path in images:
+        started = time.perf_counter()
+        try:
+            image = decode_image(path.read_bytes())
+            plates = [{"text": p.text, "confidence": round(p.confidence, 4), "box": list(p.box)}
+                      for p in reader.read(image)]
+            out = {"image": str(path), "plates": plates, "ms": round((time.perf_counter() - started) * 1000, 1)}
+        except (OSError, CorruptImage) as exc:
+            failed += 1
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            out = {"image": str(path), "error": reason, "plates": []}
+        if as_json:
+            click.echo(json.dumps(out))
+        elif "error" in out:
+            click.echo(f"{path}: error: {out['error']}")
+        else:
+            texts = ", ".join(f"{p['text']} ({p['confidence']:.2f})" for p in out["plates"]) or "no plate"
+            click.echo(f"{path}: {texts}  [{out['ms']} ms]")
+    if failed == len(images):
+        raise AlprError(f"none of the {len(images)} images could be read")
+
+
+COMMANDS: list = [camera_cmd, worker_cmd, read_cmd]
