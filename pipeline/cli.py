@@ -106,8 +106,12 @@ def migrate_cmd() -> None:
               help="Seconds to run before printing the summary and stopping.")
 def demo_cmd(duration: float) -> None:
     """Run every stage on the embedded stack with sample footage; last line is a JSON summary."""
+    import os
+
     from pipeline.demo import run_demo
 
+    if "ALPR_LOG_LEVEL" not in os.environ:  # the demo narrates; stage logs would drown it
+        logs.configure("WARNING", settings().log_format)
     run_demo(settings(), duration)
 
 
