@@ -26,6 +26,7 @@ from pipeline import footage
 from pipeline.errors import AlprError, ConfigError
 from pipeline.kafka import Publisher
 from pipeline.logs import get_log
+from pipeline.metrics import FRAMES_DROPPED, FRAMES_SENT, SOURCE_RECONNECTS
 from pipeline.settings import Settings
 from pipeline.topics import FRAMES
 from schemas import Codec, Frame, GeoPosition
@@ -134,6 +135,7 @@ class Camera:
                     return
             except SourceError as exc:
                 self.stats.add(reconnects=1)
+                SOURCE_RECONNECTS.labels(self.config.camera_id).inc()
                 self.stats.last_error = str(exc)
                 log.warning("camera.source_failed", camera_id=self.config.camera_id, error=str(exc),
                             retry_in_s=backoff)
@@ -151,6 +153,7 @@ class Camera:
             any_frame = True
             if image is None:
                 self.stats.add(dropped=1)
+                FRAMES_DROPPED.labels(self.config.camera_id, "corrupt").inc()
                 log.warning("camera.corrupt_frame", camera_id=self.config.camera_id, seq=self._seq)
                 continue
             wait = next_at - time.monotonic()
@@ -164,6 +167,7 @@ class Camera:
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             self.stats.add(dropped=1)
+            FRAMES_DROPPED.labels(self.config.camera_id, "encode").inc()
             raise SourceError("frame could not be JPEG-encoded")
         frame = Frame(frame_id=uuid.uuid4().hex, camera_id=self.config.camera_id, agency=self.config.agency,
                       seq=self._seq, captured_at=datetime.now(timezone.utc), position=self.position,
@@ -171,11 +175,12 @@ class Camera:
         self._seq += 1
         self.publisher.publish(FRAMES, self.config.camera_id, frame)
         self.stats.add(sent=1)
+        FRAMES_SENT.labels(self.config.camera_id).inc()
         return frame
 
 
 def run_cameras(settings: Settings, configs: list[CameraConfig], stop: threading.Event,
-                report_every: float = 10.0) -> list[Camera]:
+                report_every: float = 10.0, on_loop=lambda: None) -> list[Camera]:
     """Run each camera in its own thread until `stop`; logs counters every `report_every` s."""
     publisher = Publisher(settings, Codec(settings.schema_registry_url), "camera")
     cameras = [Camera(c, publisher) for c in configs]
@@ -184,8 +189,13 @@ def run_cameras(settings: Settings, configs: list[CameraConfig], stop: threading
     for t in threads:
         t.start()
     try:
-        while any(t.is_alive() for t in threads) and not stop.wait(report_every):
+        next_report = time.monotonic() + report_every
+        while any(t.is_alive() for t in threads) and not stop.wait(1.0):
+            on_loop()
             publisher.poll(0)
+            if time.monotonic() < next_report:
+                continue
+            next_report += report_every
             for c in cameras:
                 log.info("camera.progress", camera_id=c.config.camera_id, sent=c.stats.sent,
                          dropped=c.stats.dropped, reconnects=c.stats.reconnects)

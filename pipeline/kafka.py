@@ -102,6 +102,7 @@ class Publisher:
         self._producer = Producer(producer_config(settings, client_id, **overrides))
         self._failed: list[str] = []
         self.delivered = 0
+        self.healthy = True  # the last flush had every record acknowledged
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -133,6 +134,7 @@ class Publisher:
     def flush(self, timeout: float = 30.0) -> None:
         remaining = self._producer.flush(timeout)
         failed, self._failed = self._failed, []
+        self.healthy = not remaining and not failed
         if remaining:
             raise DeliveryFailed(f"{remaining} records not acknowledged within {timeout:.0f}s")
         if failed:
@@ -160,9 +162,11 @@ class RecordConsumer(Generic[R]):
         self._consumer = Consumer(consumer_config(settings, group, client_id or group, **overrides))
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         self.assigned: set[tuple[str, int]] = set()
+        self.joined = False  # a rebalance has completed at least once (even with no partitions for us)
         self.dead_lettered = 0
 
     def _on_assign(self, consumer: Consumer, partitions) -> None:
+        self.joined = True
         self.assigned |= {(p.topic, p.partition) for p in partitions}
         log.info("partitions.assigned", group=self.group, partitions=",".join(f"{p.topic}[{p.partition}]" for p in partitions))
 
@@ -189,7 +193,10 @@ class RecordConsumer(Generic[R]):
             yield from self.poll_batch()
 
     def dead_letter(self, msg: Message, reason: str, error_class: str) -> None:
+        from pipeline.metrics import DEAD_LETTERS
+
         self.dead_lettered += 1
+        DEAD_LETTERS.labels(self.group, msg.topic()).inc()
         log.warning("record.dead_lettered", group=self.group, topic=msg.topic(), partition=msg.partition(),
                     offset=msg.offset(), reason=reason[:200])
         self._deadletters.publish(DEADLETTER, msg.topic(), DeadLetter(

@@ -28,6 +28,7 @@ from gpu import CorruptImage, PlateReader, PlateText, decode_image
 from gpu.imaging import crop
 from pipeline.kafka import Publisher, Received, RecordConsumer
 from pipeline.logs import get_log
+from pipeline.metrics import INFERENCE_SECONDS, READS_FOLDED, READS_PUBLISHED, WORKER_FRAMES
 from pipeline.settings import Settings
 from pipeline.topics import FRAMES, READS
 from schemas import Codec, Frame, PlateRead
@@ -91,13 +92,19 @@ class RecognitionWorker:
         self.consumer = RecordConsumer(settings, self.codec, group, [frames_topic], Frame, self.publisher,
                                        client_id=client_id)
         self.batch_size, self.reads_topic = batch_size, reads_topic
+        self.backend_name = getattr(reader.backend, "name", type(reader.backend).__name__)
         self.dedup = Deduplicator(timedelta(seconds=dedup_window_s))
         self.stats = WorkerStats()
 
-    def run(self, stop: threading.Event) -> None:
+    def ready(self) -> bool:
+        """In the group and able to publish: what /readyz reports."""
+        return self.consumer.joined and self.publisher.healthy
+
+    def run(self, stop: threading.Event, on_loop=lambda: None) -> None:
         """Consume until `stop`; the batch in hand is finished, published and committed first."""
         try:
             while not stop.is_set():
+                on_loop()
                 batch = self.consumer.poll_batch(self.batch_size, timeout=0.2)
                 if batch:
                     self.process(batch)
@@ -117,13 +124,17 @@ class RecognitionWorker:
                 frames.append(item.record)
             except CorruptImage as exc:
                 self.stats.corrupt += 1
+                WORKER_FRAMES.labels("corrupt").inc()
                 self.consumer.dead_letter(item.message, f"frame {item.record.frame_id}: {exc}", "CorruptImage")
         self.stats.frames += len(batch)
         if not images:
             return []
+        WORKER_FRAMES.labels("decoded").inc(len(images))
         started = time.perf_counter()
         found = self.reader.read_batch(images)
-        self.stats.infer_ms_total += (time.perf_counter() - started) * 1000
+        elapsed = time.perf_counter() - started
+        INFERENCE_SECONDS.labels(self.backend_name, str(len(images))).observe(elapsed)
+        self.stats.infer_ms_total += elapsed * 1000
         self.stats.batches += 1
         now = datetime.now(timezone.utc)
         out = []
@@ -131,10 +142,12 @@ class RecognitionWorker:
             for plate in plates:
                 if self.dedup.is_repeat(frame.camera_id, plate.text, frame.captured_at):
                     self.stats.folded += 1
+                    READS_FOLDED.inc()
                     continue
                 read = self._read(frame, image, plate, now)
                 self.publisher.publish(self.reads_topic, read.plate, read)
                 out.append(read)
+                READS_PUBLISHED.labels(frame.camera_id).inc()
                 log.info("read.published", read_id=read.read_id, frame_id=frame.frame_id,
                          camera_id=frame.camera_id, confidence=round(read.confidence, 3))
         self.stats.reads += len(out)

@@ -1,3 +1,25 @@
-"""`alpr` subcommands: operations."""
+"""`alpr` subcommands: operations (status)."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import click
+
+from pipeline.settings import settings
+
+
+@click.command("status")
+@click.option("--watch", is_flag=True, help="Refresh every two seconds until interrupted.")
+def status_cmd(watch: bool) -> None:
+    """Each stage: instances up, throughput, lag, last error."""
+    from pipeline import kafka
+    from pipeline.status import show
+
+    s = settings()
+    kafka.check_reachable(s)
+    try:
+        show(s, watch, echo=click.echo)
+    except KeyboardInterrupt:
+        pass
+
+
+COMMANDS: list = [status_cmd]

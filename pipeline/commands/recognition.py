@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -12,17 +10,6 @@ import click
 
 from pipeline.errors import AlprError, ConfigError
 from pipeline.settings import settings
-
-
-def stop_on_signals(stop: threading.Event) -> None:
-    """First SIGTERM/SIGINT asks for a clean stop; a second one exits at once."""
-    def handler(signum, frame):
-        if stop.is_set():
-            raise SystemExit(128 + signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
 
 
 def open_reader_or_fail(backend: str, threads: int):
@@ -63,9 +50,15 @@ def camera_cmd(config_path, camera_id, agency, source, lat, lon, heading, max_fp
         except ValueError as exc:
             raise ConfigError(str(exc).splitlines()[-1]) from None
     kafka.check_reachable(s)
-    stop = threading.Event()
-    stop_on_signals(stop)
-    cameras = run_cameras(s, configs, stop)
+    from pipeline.metrics import FRAMES_DROPPED, FRAMES_SENT
+    from pipeline.runtime import ProcessRuntime
+
+    def counters() -> dict[str, float]:
+        return {"frames": sum(m.get() for m in _samples(FRAMES_SENT)),
+                "dropped": sum(m.get() for m in _samples(FRAMES_DROPPED))}
+
+    with ProcessRuntime(s, "camera", counters=counters) as rt:
+        cameras = run_cameras(s, configs, rt.stop, on_loop=rt.health.beat)
     for c in cameras:
         click.echo(json.dumps({"camera_id": c.config.camera_id, "sent": c.stats.sent, "dropped": c.stats.dropped,
                                "reconnects": c.stats.reconnects}))
@@ -83,11 +76,16 @@ def worker_cmd(backend: str, batch_size: int, threads: int) -> None:
 
     s = settings()
     kafka.check_reachable(s)
+    from pipeline.runtime import ProcessRuntime
+    from pipeline.topics import FRAMES
+    from pipeline.worker import GROUP
+
     reader = open_reader_or_fail(backend, threads)
-    stop = threading.Event()
-    stop_on_signals(stop)
     worker = RecognitionWorker(s, reader, batch_size=batch_size)
-    worker.run(stop)
+    st = worker.stats
+    with ProcessRuntime(s, "worker", ready=worker.ready, lag_of=((GROUP, FRAMES),),
+                        counters=lambda: {"frames": st.frames, "reads": st.reads, "corrupt": st.corrupt}) as rt:
+        worker.run(rt.stop, on_loop=rt.health.beat)
     click.echo(json.dumps({"frames": worker.stats.frames, "reads": worker.stats.reads,
                            "corrupt": worker.stats.corrupt, "folded": worker.stats.folded}))
 
@@ -123,6 +121,11 @@ def read_cmd(images: tuple[Path, ...], as_json: bool, backend: str, threads: int
             click.echo(f"{path}: {texts}  [{out['ms']} ms]")
     if failed == len(images):
         raise AlprError(f"none of the {len(images)} images could be read")
+
+
+def _samples(metric):
+    """Current values of a labelled counter's children (prometheus_client keeps them per label set)."""
+    return [child._value for child in metric._metrics.values()]
 
 
 COMMANDS: list = [camera_cmd, worker_cmd, read_cmd]

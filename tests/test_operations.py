@@ -1,0 +1,134 @@
+"""Running processes: metrics that move with traffic, a clean SIGTERM, and status that sees a stage die."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from pipeline import kafka
+from pipeline.broker import DevBroker, free_port
+from pipeline.footage import car_frame
+from pipeline.settings import load_settings
+from pipeline.status import StatusFollower
+from pipeline.topics import FRAMES, READS, STATUS, TOPICS, apply_topics
+from pipeline.worker import GROUP
+from schemas import Codec, PlateRead
+from schemas.models import Heartbeat
+from tests.conftest import drain
+from tests.test_recognition import _publish_frames
+
+
+@pytest.fixture
+def stack(tmp_path):
+    b = DevBroker("127.0.0.1", free_port(), tmp_path / "broker.log").start()
+    s = load_settings(kafka_bootstrap=b.bootstrap, data_dir=tmp_path, heartbeat_interval_s=1.0)
+    apply_topics(kafka.admin(s), replication_factor=1)
+    yield s
+    b.stop()
+
+
+def _spawn(settings, tmp_path: Path, name: str, *args: str, **env: str) -> subprocess.Popen:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
+    e.update(ALPR_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, ALPR_DATA_DIR=str(tmp_path), ALPR_METRICS_PORT="0",
+             ALPR_HEARTBEAT_INTERVAL_S="1", ALPR_INSTANCE_ID=name, **env)
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], env=e, stdout=subprocess.PIPE,
+                            stderr=open(tmp_path / f"{name}.log", "wb"), text=True)
+
+
+def _metrics_url(settings, instance: str, timeout: float = 60) -> str:
+    codec = Codec()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for m in drain(settings, STATUS, 10000, timeout=1):
+            hb = codec.decode(m.value(), Heartbeat)
+            if hb.instance_id == instance and hb.metrics_url:
+                return hb.metrics_url
+    raise AssertionError(f"{instance} never reported a metrics URL")
+
+
+def _scrape(url: str, path: str = "/metrics") -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url + path, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except (ConnectionError, urllib.error.URLError) as exc:
+        return 0, f"# {type(exc).__name__}"
+
+
+def _value(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
+
+
+def _until(cond, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.timeout(240)
+def test_camera_and_worker_metrics_move_and_sigterm_commits_everything(stack, tmp_path) -> None:
+    settings, codec = stack, Codec()
+    camera = _spawn(settings, tmp_path, "cam-a", "camera", "--camera-id", "cam-a", "--agency", "SPD",
+                    "--source", "synthetic:3", "--lat", "38.5", "--lon", "-121.5", "--max-fps", "4", "--loop")
+    worker = _spawn(settings, tmp_path, "worker-a", "worker", "--batch-size", "2")
+    try:
+        cam_url, worker_url = _metrics_url(settings, "cam-a"), _metrics_url(settings, "worker-a")
+        _until(lambda: _value(_scrape(cam_url)[1], "alpr_camera_frames_sent_total") >= 5, 60, "camera frames")
+        _until(lambda: _scrape(worker_url, "/readyz")[0] == 200, 60, "worker ready")
+        assert _scrape(worker_url, "/healthz")[0] == 200
+        _until(lambda: _value(_scrape(worker_url)[1], "alpr_reads_total") >= 1, 120, "worker reads")
+        text = _scrape(worker_url)[1]
+        assert _value(text, "alpr_worker_frames_total") >= 1
+        assert "alpr_inference_seconds_bucket" in text
+        camera.send_signal(signal.SIGTERM)
+        assert camera.wait(30) == 0
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, "worker did not exit cleanly within its deadline"
+        summary = json.loads(worker.stdout.read().strip().splitlines()[-1])
+    finally:
+        for p in (camera, worker):
+            if p.poll() is None:
+                p.kill()
+    # What the worker consumed is committed, and every committed frame's reads are on the topic.
+    probe = Consumer(kafka.consumer_config(settings, GROUP, "probe"))
+    committed = probe.committed([TopicPartition(FRAMES, p) for p in range(TOPICS[FRAMES].partitions)], timeout=10)
+    probe.close()
+    assert sum(max(tp.offset, 0) for tp in committed) == summary["frames"]
+    reads = [codec.decode(m.value(), PlateRead) for m in drain(settings, READS, 10000, timeout=3, partitions=6)]
+    assert len(reads) == summary["reads"] >= 1
+
+
+@pytest.mark.timeout(180)
+def test_status_shows_a_killed_worker_down_within_10_seconds(stack, tmp_path) -> None:
+    settings = stack
+    worker = _spawn(settings, tmp_path, "worker-k", "worker")
+    follower = StatusFollower(settings)
+    try:
+        _until(lambda: (follower.poll(0.5) or True) and "worker     UP" in follower.board.render({}), 60,
+               "worker up in status")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        killed = time.monotonic()
+        _until(lambda: (follower.poll(0.5) or True) and "worker     DOWN" in follower.board.render({}), 15,
+               "worker down in status")
+        assert time.monotonic() - killed <= 10
+    finally:
+        follower.close()
+        if worker.poll() is None:
+            worker.kill()
