@@ -9,6 +9,7 @@ and counters say what was sent and dropped.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -57,7 +58,8 @@ class CameraConfig(BaseModel):
 def load_cameras(path: Path) -> list[CameraConfig]:
     try:
         doc = yaml.safe_load(Path(path).read_text())
-        return [CameraConfig(**c) for c in doc["cameras"]]
+        # ${VAR} in a source comes from the environment, so stream credentials stay out of the file
+        return [CameraConfig(**{**c, "source": os.path.expandvars(str(c.get("source", "")))}) for c in doc["cameras"]]
     except FileNotFoundError:
         raise ConfigError(f"camera file {path} not found") from None
     except Exception as exc:
