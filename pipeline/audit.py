@@ -167,9 +167,10 @@ def verify_events(events: Iterable[tuple[int, AuditEvent]]) -> ChainReport:
     return report
 
 
-def read_events(settings: Settings, codec: Codec) -> list[tuple[int, AuditEvent]]:
-    """The whole audit topic, decoded, in order. An undecodable event is itself tampering."""
+def read_events(settings: Settings, codec: Codec, topic: str = AUDIT) -> list[tuple[int, AuditEvent]]:
+    """The whole audit topic (or a copy of it, e.g. restored from backup), decoded, in order.
+    An undecodable event is itself tampering."""
     out = []
-    for msg in kafka.read_to_end(settings, AUDIT):
+    for msg in kafka.read_to_end(settings, topic):
         out.append((msg.offset(), codec.decode(msg.value(), AuditEvent)))
     return out

@@ -56,6 +56,59 @@ class Settings(BaseSettings):
     retention_days: int = Field(MIN_RETENTION_DAYS, description="Days reads are kept before purge (never below 365).")
     agency: str = Field("RIC", min_length=1, description="Agency code of this installation (the regional center).")
 
+    # --- Alerting
+    alert_dedup_seconds: float = Field(
+        300.0, ge=0, description="The same plate at the same camera raises one alert per match in this many seconds.")
+    partial_expiry_days: int = Field(
+        30, ge=1, description="Days a partial-plate pattern stays active unless `alpr partial add --expires-days` says.")
+    geofences_file: Path | None = Field(
+        None, description="YAML of named polygons whose notice is added to alerts read inside them; unset: none.")
+    alerts_stop_seconds: float = Field(
+        15.0, gt=0, description="Seconds `alpr alerts` waits for a clean stop after SIGTERM before exiting hard.")
+
+    # --- Warehouse
+    sink_batch_rows: int = Field(
+        5000, ge=1, le=100000, description="Most records the sink inserts into ClickHouse in one batch.")
+    sink_batch_seconds: float = Field(
+        1.0, gt=0, le=60, description="Longest a record waits in the sink before its batch is inserted.")
+    sink_retry_max_seconds: float = Field(
+        30.0, gt=0, description="Longest pause between retries while ClickHouse refuses inserts (backoff cap).")
+    retention_run_at: str = Field(
+        "03:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="UTC time of day (HH:MM) at which `alpr warehouse` enforces retention.")
+
+    # --- Access
+    proxy_port: int = Field(
+        8124, ge=0, le=65535, description="Port of the gated SQL proxy (ClickHouse HTTP interface); 0 picks a free one.")
+    proxy_tls_cert: Path | None = Field(
+        None, description="PEM certificate for the proxy; required when bind_host is not loopback (no passwords in clear).")
+    proxy_tls_key: Path | None = Field(None, description="PEM private key matching proxy_tls_cert.")
+    proxy_max_result_rows: int = Field(
+        500_000, ge=1, le=10_000_000, description="Most rows one proxied query may return (forced; larger results fail).")
+    proxy_max_result_bytes: int = Field(
+        268_435_456, ge=1024, description="Most bytes one proxied result may take (forced; the proxy buffers it).")
+    proxy_max_execution_seconds: int = Field(
+        60, ge=1, le=3600, description="Longest a proxied query may run before ClickHouse stops it.")
+    proxy_auth_cache_seconds: int = Field(
+        300, ge=0, le=3600,
+        description="Seconds a verified password is remembered in memory (argon2 is slow by design); 0: verify every request.")
+    training_valid_days: int = Field(
+        730, ge=1, description="Days ALPR training stays valid before a refresher is due; older training means no access.")
+    login_max_failures: int = Field(
+        5, ge=1, le=100, description="Consecutive failed logins that lock an account.")
+    login_lockout_minutes: int = Field(
+        15, ge=1, description="Minutes a locked account stays locked.")
+    release_export_dir: Path | None = Field(
+        None, description="Where `alpr release export` writes packages; unset: data_dir/releases.")
+
+    # --- operations
+    metrics_port: int = Field(9100, ge=0, le=65535,
+                              description="Port for /metrics, /healthz, /readyz on bind_host; 0 picks a free one.")
+    heartbeat_interval_s: float = Field(2.0, gt=0, le=60, description="How often a process reports to alpr.status.")
+    shutdown_deadline_s: float = Field(
+        20.0, gt=0, description="After SIGTERM, how long a process may finish its batch before it exits hard.")
+    instance_id: str | None = Field(None, description="Name of this process in alpr status; default role@host:pid.")
+
     # --- Logs
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Minimum log level.")
     log_format: Literal["text", "json"] = Field("text", description="text for people, json for collectors.")

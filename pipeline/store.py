@@ -77,10 +77,11 @@ class EmbeddedStore(Store):
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         cols = ", ".join(f"`{c}`" for c in data.column_names)
-        __alpr_rows = data  # noqa: F841 -- chDB's Python() table function finds it by name in this frame
+        # One leading underscore: a double one inside a class is name-mangled and chDB would not find it.
+        _alpr_rows = data  # noqa: F841 -- chDB's Python() table function finds it by name in this frame
         with self._lock:
             try:
-                self._session.query(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM Python(__alpr_rows)")
+                self._session.query(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM Python(_alpr_rows)")
             except Exception as exc:
                 raise StoreError(str(exc)) from None
 

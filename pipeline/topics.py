@@ -40,6 +40,8 @@ def load_topics() -> dict[str, TopicSpec]:
 TOPICS = load_topics()
 FRAMES, READS, HOTLIST, PARTIALS = "alpr.frames", "alpr.reads", "alpr.hotlist", "alpr.partials"
 ALERTS, AUDIT, HOLDS, RELEASES, DEADLETTER = "alpr.alerts", "alpr.audit", "alpr.holds", "alpr.releases", "alpr.deadletter"
+STATUS = "alpr.status"
+USERS = "alpr.users"
 
 
 def apply_topics(admin, replication_factor: int | None = None, timeout: float = 15.0) -> list[str]:

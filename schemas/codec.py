@@ -31,7 +31,8 @@ SCHEMA_DIR = Path(__file__).parent
 # Files that define named types must come before the files that use them.
 _SCHEMA_FILES = (
     "geo", "frame", "plate_read", "hotlist_entry", "partial_plate", "alert",
-    "audit_event", "release_request", "evidence_hold", "dead_letter",
+    "audit_event", "release_request", "evidence_hold", "dead_letter", "user", "login_lockout",
+    "heartbeat",
 )
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"

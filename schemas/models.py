@@ -264,6 +264,72 @@ class DeadLetter(Record):
     failed_at: UtcDatetime
 
 
+class UserRole(str, Enum):
+    ANALYST = "ANALYST"
+    SUPERVISOR = "SUPERVISOR"  # the designated approver of releases
+    AUDITOR = "AUDITOR"
+    ADMINISTRATOR = "ADMINISTRATOR"
+
+
+USER_NAME_RE = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
+
+
+def _user_name(value: str) -> str:
+    if not USER_NAME_RE.match(value):
+        raise ValueError("user name must be 2-64 of a-z 0-9 . _ - starting with a letter")
+    return value
+
+
+UserName = Annotated[str, AfterValidator(_user_name)]
+
+
+class User(Record):
+    avro_name: ClassVar[str] = "alpr.v1.User"
+    name: UserName
+    role: UserRole
+    agency: NonEmpty
+    password_hash: Annotated[str, Field(pattern=r"^\$argon2id\$")]
+    trained_at: UtcDatetime | None = None
+    disabled: bool = False
+    disabled_reason: str | None = None
+    changed_by: NonEmpty
+    changed_at: UtcDatetime
+
+
+class LoginLockout(Record):
+    avro_name: ClassVar[str] = "alpr.v1.LoginLockout"
+    name: UserName
+    agency: NonEmpty
+    failures: int = Field(ge=0)
+    last_failure_at: UtcDatetime | None = None
+    locked_until: UtcDatetime | None = None
+    changed_by: NonEmpty
+    changed_at: UtcDatetime
+
+
+class ProcessState(str, Enum):
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+
+
+class Heartbeat(Record):
+    avro_name: ClassVar[str] = "alpr.v1.Heartbeat"
+    instance_id: NonEmpty
+    role: NonEmpty
+    agency: NonEmpty
+    host: NonEmpty
+    pid: int
+    state: ProcessState
+    started_at: UtcDatetime
+    at: UtcDatetime
+    counters: dict[str, float] = Field(default_factory=dict)
+    last_error: str | None = None
+    metrics_url: str | None = None
+
+
 RECORD_TYPES: tuple[type[Record], ...] = (
     Frame, PlateRead, HotlistEntry, PartialPlate, Alert, AuditEvent, ReleaseRequest, EvidenceHold, DeadLetter,
+    User, LoginLockout, Heartbeat,
 )

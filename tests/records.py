@@ -8,6 +8,7 @@ from schemas.models import (
     Alert, AuditEvent, DeadLetter, EvidenceHold, Frame, GeoPosition, HotlistEntry, PartialPlate,
     PlateRead, ReleaseRequest,
 )
+from schemas.models import LoginLockout, User
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=timezone.utc)
 POS = GeoPosition(lat=38.5816, lon=-121.4944, heading_deg=270.0)
@@ -63,4 +64,14 @@ def dead_letter() -> DeadLetter:
                       reason="bad", error_class="UndecodableRecord", key=b"k", value=b"v", failed_at=NOW)
 
 
-ALL = [frame(), read(), hotlist(), partial(), alert(), audit(), release(), hold(), dead_letter()]
+def user() -> User:
+    return User(name="analyst1", role="ANALYST", agency="SPD", password_hash="$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA",
+                trained_at=NOW - timedelta(days=30), changed_by="admin1", changed_at=NOW)
+
+
+def lockout() -> LoginLockout:
+    return LoginLockout(name="analyst1", agency="SPD", failures=2, last_failure_at=NOW, changed_by="proxy@host",
+                        changed_at=NOW)
+
+
+ALL = [frame(), read(), hotlist(), partial(), alert(), audit(), release(), hold(), dead_letter(), user(), lockout()]

@@ -1,0 +1,120 @@
+"""`alpr audit verify` fails on a tampered chain; `alpr audit report` shows what an auditor asks for."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline import kafka
+from pipeline.audit import AuditLog, read_events
+from pipeline.auditreport import build_report, period, render_text
+from pipeline.topics import AUDIT
+from schemas import AuditEvent
+from tests.conftest import make_topic
+from tests.people import PASSWORD, publish_user
+
+
+@pytest.fixture
+def cli_env(settings, monkeypatch):
+    from pipeline.settings import settings as cached
+
+    monkeypatch.setenv("ALPR_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
+    cached.cache_clear()
+    yield
+    cached.cache_clear()
+
+
+def _alpr(args, stdin: str = ""):
+    from pipeline.cli import cli
+
+    return CliRunner().invoke(cli, args, input=stdin, catch_exceptions=False)
+
+
+def _write_period_events(settings, codec, actor: str) -> None:
+    audit = AuditLog(settings, codec, f"report-{actor}")
+    audit.record(actor=actor, agency="SPD", action="QUERY", outcome="ALLOWED", case_number="24-9", purpose="robbery",
+                 subject="SELECT plate FROM reads", rows=4)
+    audit.record(actor=actor, agency="SPD", action="QUERY", outcome="ALLOWED", case_number="none",
+                 purpose="burglary series pattern analysis", subject="SELECT count() FROM reads", rows=1)
+    audit.record(actor=actor, agency="SPD", action="QUERY", outcome="REFUSED", case_number="24-9", purpose="robbery",
+                 subject="DROP TABLE reads", reason="only SELECT [rule R-READONLY]", details={"rule": "R-READONLY"})
+    audit.record(actor=actor, agency="SPD", action="LOGIN", outcome="REFUSED",
+                 reason="no completed ALPR training is on record")
+    audit.record(actor=actor, agency="SPD", action="RELEASE_EXPORT", outcome="DONE", subject="rq-1", rows=2)
+    audit.record(actor=f"system:{actor}", agency="SPD", action="HOLD_ADD", outcome="DONE", subject="h-1")
+    audit.record(actor=f"system:{actor}", agency="SPD", action="PURGE", outcome="DONE", rows=100)
+
+
+def test_report_sections(settings, codec, unique) -> None:
+    actor = f"aud-{unique}"
+    _write_period_events(settings, codec, actor)
+    today = datetime.now(timezone.utc).date()
+    report = build_report(read_events(settings, codec), *period(today, today))
+    assert report["chain"]["ok"], report["chain"]["problems"]
+    mine = [r for r in report["queries_by_user_and_purpose"] if r["user"] == actor]
+    assert {(r["case"], r["queries"], r["rows"]) for r in mine} == {("24-9", 1, 4), ("none", 1, 1)}
+    assert [r["rule"] for r in report["queries_refused"] if r["actor"] == actor] == ["R-READONLY"]
+    assert [r["purpose"] for r in report["queries_without_case_number"] if r["actor"] == actor] == [
+        "burglary series pattern analysis"]
+    assert any(r["actor"] == actor and "training" in r["reason"] for r in report["logins_refused"])
+    assert any(r["actor"] == actor for r in report["releases"])
+    assert {r["action"] for r in report["holds_and_purges"] if r["actor"] == f"system:{actor}"} == {"HOLD_ADD", "PURGE"}
+    text = render_text(report)
+    assert "Audit chain: INTACT" in text and "burglary series pattern analysis" in text
+    # the period is honoured
+    assert build_report(read_events(settings, codec), *period(today.replace(year=today.year - 1),
+                                                               today.replace(year=today.year - 1)))[
+        "events_in_period"] == 0
+
+
+def test_report_cli_json(settings, codec, unique, cli_env) -> None:
+    actor = f"audcli-{unique}"
+    _write_period_events(settings, codec, actor)
+    day = datetime.now(timezone.utc).date().isoformat()
+    args = ["audit", "report", "--from", day, "--to", day, "--json"]
+    assert _alpr(args).exit_code != 0  # the report names plates and people: auditors log in
+    auditor = f"auditor-{unique}"
+    publish_user(settings, codec, auditor, role="AUDITOR")
+    analyst = f"analyst-{unique}"
+    publish_user(settings, codec, analyst)
+    r = _alpr([*args, "--user", analyst, "--password-stdin"], f"{PASSWORD}\n")
+    assert r.exit_code != 0 and "needs" in r.output
+    r = _alpr([*args, "--user", auditor, "--password-stdin"], f"{PASSWORD}\n")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output.strip().splitlines()[-1])
+    assert doc["chain"]["ok"] and any(x["user"] == actor for x in doc["queries_by_user_and_purpose"])
+
+
+def _copy(settings, codec, name: str, tamper=None) -> str:
+    """The audit topic copied into a fresh topic, with one event changed by `tamper`."""
+    topic = make_topic(settings, name)
+    events = read_events(settings, codec)
+    pub = kafka.Publisher(settings, codec, "copy")
+    for i, (_, ev) in enumerate(events):
+        if tamper and i == len(events) // 2:
+            ev = tamper(ev)
+        if ev is not None:
+            pub.publish(topic, ev.actor, ev)
+    pub.flush()
+    return topic
+
+
+def test_verify_passes_on_the_real_chain_and_fails_on_tampered_copies(settings, codec, unique, cli_env) -> None:
+    AuditLog(settings, codec, "verify-test").record(actor="x1", agency="SPD", action="QUERY", outcome="ALLOWED",
+                                                     case_number="1", purpose="test")
+    r = _alpr(["audit", "verify"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.splitlines()[0])["ok"] is True
+
+    altered = _copy(settings, codec, f"audit-altered-{unique}", lambda ev: ev.model_copy(update={"actor": "nobody"}))
+    r = _alpr(["audit", "verify", "--topic", altered])
+    assert r.exit_code != 0 and "altered" in r.output and "BROKEN" in r.output
+
+    removed = _copy(settings, codec, f"audit-removed-{unique}", lambda ev: None)
+    r = _alpr(["audit", "verify", "--topic", removed])
+    assert r.exit_code != 0 and "BROKEN" in r.output
+    assert AUDIT == "alpr.audit"  # the copies never touched the real topic
+    assert all(isinstance(ev, AuditEvent) for _, ev in read_events(settings, codec)[:1])
