@@ -72,7 +72,7 @@ class Tail:
         elif topic == ALERTS:
             a = self.codec.decode(value, Alert)
             self.counts["alerts"] += 1
-            from pipeline.alertview import format_alert
+            from topologies.alerts import format_alert
 
             click.echo(format_alert(a))
         else:

@@ -1,0 +1,412 @@
+"""The alert topology: plate reads in, alerts out.
+
+Consumes PlateRead from `alpr.reads` (a consumer group with committed offsets, so a
+worker that was down picks up where it stopped) and publishes Alert to `alpr.alerts`
+keyed by plate: EXACT (the plate is on the hotlist), PARTIAL (it fits a partial-plate
+pattern of a major crime), POSSIBLE (a hotlist plate is one OCR confusion away, or the
+plate matches but the read's state differs). Every alert carries the CLETS
+verification notice and the notices of the geofences the read was made in. The same
+plate at the same camera raises one alert per match per `alert_dedup_seconds`.
+Undecodable reads go to `alpr.deadletter` and processing goes on.
+
+Hotlist and pattern state: every worker holds the whole hotlist (POSSIBLE and PARTIAL
+matches do not follow the read's partition), built at start from the compacted topics
+with `kafka.read_to_end` and then followed on all their partitions. Faust table
+changelog recovery is not used: it trusts the high watermark, which some brokers
+report short, and once restored a table with entries missing.
+
+Shutdown: SIGTERM/SIGINT stop the app cleanly (committing what was processed); if
+that has not finished within `alerts_stop_seconds`, the process exits hard. At most
+some reads are then processed again (at-least-once; alert ids are stable per read).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TextIO
+
+from pipeline import kafka
+from pipeline.geofence import Geofence, load_geofences, notices_for
+from pipeline.hotlist import HotlistIndex, read_compacted
+from pipeline.logs import get_log
+from pipeline.partials import PatternIndex
+from pipeline.settings import Settings
+from pipeline.topics import ALERTS, DEADLETTER, HOTLIST, PARTIALS, READS
+from schemas import Alert, Codec, DeadLetter, HotlistEntry, PartialPlate, PlateRead, UndecodableRecord
+
+log = get_log(__name__)
+
+APP_ID = "alpr-alerts"  # also the consumer group of the reads
+VERIFY_NOTICE = ("ALPR alert only: confirm through CLETS before any enforcement action; "
+                 "do not act on this alert alone.")
+STATE_POLL_SECONDS = 0.2  # how often hotlist/pattern changes are applied while running
+EXIT_HARD = 70            # exit status when a clean stop overran its deadline
+
+
+# --- state: the whole hotlist and every pattern, per worker
+
+@dataclass
+class AlertState:
+    hotlist: HotlistIndex = field(default_factory=HotlistIndex)
+    patterns: PatternIndex = field(default_factory=PatternIndex)
+    undecodable: int = 0
+
+    def apply(self, codec: Codec, topic: str, key: bytes | None, value: bytes | None,
+              where: str = "") -> None:
+        """One message of alpr.hotlist or alpr.partials; a null value removes the key."""
+        k = (key or b"").decode()
+        try:
+            if topic == HOTLIST:
+                self.hotlist.put(k, None if value is None else codec.decode(value, HotlistEntry))
+            else:
+                self.patterns.put(k, None if value is None else codec.decode(value, PartialPlate))
+        except UndecodableRecord as exc:
+            # Not dead-lettered: this is read again at every start. It is loud instead.
+            self.undecodable += 1
+            log.error("state.undecodable", topic=topic, where=where, reason=exc.reason[:200])
+
+
+class StateFollower:
+    """Builds AlertState from the compacted topics, then keeps it current (no consumer group)."""
+
+    def __init__(self, settings: Settings, codec: Codec, state: AlertState) -> None:
+        self.settings, self.codec, self.state = settings, codec, state
+        self._consumer = None
+
+    def load(self) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        assignment = []
+        for topic in (HOTLIST, PARTIALS):
+            latest, next_offsets = read_compacted(self.settings, topic)
+            for key, msg in latest.items():
+                self.state.apply(self.codec, topic, msg.key(), msg.value(), f"{msg.partition()}@{msg.offset()}")
+            assignment += [TopicPartition(topic, p, o or OFFSET_BEGINNING) for p, o in next_offsets.items()]
+        log.info("state.loaded", hotlist=len(self.state.hotlist), patterns=len(self.state.patterns),
+                 undecodable=self.state.undecodable)
+        self._consumer = Consumer(kafka.consumer_config(
+            self.settings, f"{APP_ID}-state", "alerts-state",
+            # assign(), not subscribe(): every worker reads every partition; nothing is committed
+            **{"fetch.wait.max.ms": 100}))  # changes apply within a fraction of a second
+        self._consumer.assign(assignment)
+
+    def poll(self, max_records: int = 1000) -> int:
+        """Apply what arrived since the last poll; never blocks."""
+        n = 0
+        for msg in self._consumer.consume(max_records, 0):
+            if msg.error():
+                continue
+            self.state.apply(self.codec, msg.topic(), msg.key(), msg.value(), f"{msg.partition()}@{msg.offset()}")
+            n += 1
+        return n
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+
+# --- matching: one read in, its alerts out
+
+def alert_id(read_id: str, match: str) -> str:
+    """Stable per (read, match): a read processed twice yields the same alert id."""
+    return hashlib.sha256(f"{read_id}|{match}".encode()).hexdigest()[:24]
+
+
+class Matcher:
+    """Hotlist, partial-pattern and confusion lookups, geofence notices and de-duplication."""
+
+    def __init__(self, state: AlertState, geofences: list[Geofence], dedup_seconds: float) -> None:
+        self.state, self.geofences = state, geofences
+        self.window = timedelta(seconds=dedup_seconds)
+        self._last: dict[tuple[str, str, str], datetime] = {}
+        self._newest = datetime.min.replace(tzinfo=timezone.utc)
+        self.suppressed = 0
+
+    def check(self, read: PlateRead, now: datetime | None = None) -> list[Alert]:
+        now = now or datetime.now(timezone.utc)
+        found: list[tuple[str, str, HotlistEntry | None, PartialPlate | None, list[str]]] = []
+        hot = self.state.hotlist
+        for e in hot.lookup(read.plate, now):
+            if read.plate_state and read.plate_state.upper() != e.state:
+                found.append(("POSSIBLE", f"H:{e.key}", e, None, [
+                    f"POSSIBLE: plate matches but the read's state {read.plate_state} differs from the "
+                    f"hotlist state {e.state}."]))
+            else:
+                found.append(("EXACT", f"H:{e.key}", e, None, []))
+        for e, swap in hot.possible(read.plate, now):
+            found.append(("POSSIBLE", f"H:{e.key}", e, None, [
+                f"POSSIBLE: read {read.plate} is one OCR confusion ({swap}) from hotlist plate {e.plate}; "
+                "compare the plate in the image."]))
+        for p in self.state.patterns.match(read.plate, now):
+            found.append(("PARTIAL", f"P:{p.pattern_id}", None, p, [
+                f"PARTIAL: fits pattern {p.pattern} of case {p.case_number} ({p.incident_type}); "
+                "the full plate is not known."]))
+        if not found:
+            return []
+        places = notices_for(self.geofences, read.position.lat, read.position.lon)
+        out, seen = [], set()
+        for kind, match, entry, partial, notes in found:
+            if match in seen:  # e.g. EXACT and a confusion of the same entry cannot both alert
+                continue
+            seen.add(match)
+            if self._duplicate(read, match):
+                continue
+            out.append(Alert(alert_id=alert_id(read.read_id, match), kind=kind, agency=read.agency, read=read,
+                             hotlist_entry=entry, partial=partial, verify_before_action=VERIFY_NOTICE,
+                             notices=notes + places, raised_at=now))
+        return out
+
+    def _duplicate(self, read: PlateRead, match: str) -> bool:
+        if self.window.total_seconds() <= 0:
+            return False
+        key = (read.plate, read.camera_id, match)
+        at = read.captured_at
+        prev = self._last.get(key)
+        if prev is not None and abs(at - prev) < self.window:
+            self.suppressed += 1
+            return True
+        self._last[key] = at
+        if at > self._newest:
+            self._newest = at
+        if len(self._last) > 100_000:  # forget what is past the window
+            cutoff = self._newest - self.window
+            self._last = {k: v for k, v in self._last.items() if v >= cutoff}
+        return False
+
+
+# --- the operator's view
+
+def format_alert(alert: Alert) -> str:
+    """One alert as a person reads it (plates shown: this view is for the operator)."""
+    r = alert.read
+    lines = [f"*** {alert.kind.value} ALERT  plate {r.plate}" + (f" ({r.plate_state})" if r.plate_state else "")]
+    if alert.hotlist_entry is not None:
+        e = alert.hotlist_entry
+        exp = e.expires_at.strftime("%Y-%m-%d") if e.expires_at else "none"
+        lines.append(f"    hotlist {e.state} {e.plate}: {e.reason.value}  case {e.case_number}  "
+                     f"({e.source.value} list, {e.agency}; expires {exp})")
+    if alert.partial is not None:
+        p = alert.partial
+        lines.append(f"    partial {p.pattern}: {p.incident_type}  case {p.case_number}  ({p.agency}, "
+                     f"entered by {p.entered_by})")
+    pos = r.position
+    heading = f" heading {pos.heading_deg:.0f}" if pos.heading_deg is not None else ""
+    lines.append(f"    seen {r.captured_at.strftime('%Y-%m-%d %H:%M:%S')}Z  camera {r.camera_id} ({r.agency})  "
+                 f"at {pos.lat:.5f}, {pos.lon:.5f}{heading}")
+    lines.append(f"    read {r.read_id}  confidence {r.confidence:.2f}  crop {'yes' if r.crop_jpeg else 'no'}  "
+                 f"alert {alert.alert_id}")
+    lines += [f"    NOTICE: {n}" for n in alert.notices]
+    lines.append(f"    {alert.verify_before_action}")
+    return "\n".join(lines)
+
+
+def follow(settings: Settings, codec: Codec, out: TextIO, from_beginning: bool = False,
+           stop: Callable[[], bool] = lambda: False) -> int:
+    """Print alerts as they arrive until `stop()` is true; returns how many were printed."""
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+    from pipeline.hotlist import partitions_of
+
+    parts = partitions_of(settings, ALERTS)
+    c = Consumer(kafka.consumer_config(settings, f"{APP_ID}-follow", "alerts-follow",
+                                       **{"fetch.wait.max.ms": 100}))  # an operator waits on each alert
+    # assign(), not subscribe(): every operator sees every alert. OFFSET_END may start a
+    # little early on brokers whose high watermark is short; that repeats, never skips.
+    c.assign([TopicPartition(ALERTS, p, OFFSET_BEGINNING if from_beginning else OFFSET_END) for p in parts])
+    shown = 0
+    try:
+        while not stop():
+            for msg in c.consume(100, 0.5):
+                if msg.error() or msg.value() is None:
+                    continue
+                try:
+                    alert = codec.decode(msg.value(), Alert)
+                except UndecodableRecord as exc:
+                    out.write(f"!!! undecodable alert at {ALERTS}[{msg.partition()}]@{msg.offset()}: {exc.reason}\n")
+                    continue
+                out.write(format_alert(alert) + "\n\n")
+                out.flush()
+                shown += 1
+    finally:
+        c.close()
+    return shown
+
+
+# --- the Faust app
+
+def _broker_url(bootstrap: str) -> str:
+    return ";".join(f"kafka://{hp.strip()}" for hp in bootstrap.split(","))
+
+
+def _credentials(settings: Settings):
+    import ssl
+
+    import faust
+
+    if settings.kafka_security_protocol == "SSL":
+        return faust.SSLCredentials(ssl.create_default_context())
+    if settings.kafka_security_protocol == "SASL_SSL":
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username or "",
+            password=settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else "",
+            mechanism="SCRAM-SHA-512", ssl_context=ssl.create_default_context())
+    return None
+
+
+def build_app(settings: Settings, codec: Codec, follower: StateFollower, matcher: Matcher):
+    """The Faust app: one agent on the reads, one timer applying hotlist/pattern changes."""
+    import faust
+
+    _short_fetch_wait()
+    datadir = settings.data_dir / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        APP_ID,
+        broker=_broker_url(settings.kafka_bootstrap),
+        broker_credentials=_credentials(settings),
+        datadir=str(datadir),
+        key_serializer="raw", value_serializer="raw",  # Avro bytes, decoded with schemas.Codec
+        consumer_auto_offset_reset="earliest",         # a new group starts at the oldest read: none skipped
+        broker_commit_interval=1.0,                    # at most ~1 s of reads re-processed after a crash
+        broker_session_timeout=6.0,                    # a dead worker's reads move on in 6 s; joins are prompt
+        broker_heartbeat_interval=1.5,
+        broker_rebalance_timeout=10.0,                 # how long a join may wait for the other members
+        producer_acks=-1,                              # an alert counts as sent when every replica has it
+        topic_replication_factor=settings.kafka_replication_factor or 1,  # Faust's own leader topic only
+        web_enabled=False,                             # no HTTP port: several workers share a host
+    )
+    reads = app.topic(READS, key_type=bytes, value_type=bytes)
+    alerts = app.topic(ALERTS, key_type=bytes, value_type=bytes)
+    deadletters = app.topic(DEADLETTER, key_type=bytes, value_type=bytes)
+    counts = {"reads": 0, "alerts": 0, "dead_lettered": 0}
+
+    async def dead_letter(message, reason: str, error_class: str) -> None:
+        counts["dead_lettered"] += 1
+        log.warning("read.dead_lettered", partition=message.partition, offset=message.offset, reason=reason[:200])
+        dl = DeadLetter(source_topic=message.topic, source_partition=message.partition,
+                        source_offset=message.offset, consumer=APP_ID, reason=reason, error_class=error_class,
+                        key=message.key, value=message.value, failed_at=datetime.now(timezone.utc))
+        await deadletters.send(key=READS.encode(), value=codec.encode(dl, DEADLETTER), force=True)
+
+    @app.agent(reads)
+    async def check_reads(stream):
+        # Sends are not awaited one by one: Faust flushes the producer before it commits
+        # the reads' offsets, so an offset is committed only after its alerts are acked.
+        async for event in stream.events():
+            message = event.message
+            counts["reads"] += 1
+            try:
+                read = codec.decode(message.value, PlateRead)
+            except UndecodableRecord as exc:
+                await dead_letter(message, exc.reason, "UndecodableRecord")
+                continue
+            try:
+                raised = matcher.check(read)
+            except Exception as exc:  # a bug must not stop every other read: park this one
+                log.error("read.check_failed", read_id=read.read_id, error=repr(exc)[:200])
+                await dead_letter(message, f"check failed: {exc!r}"[:1000], type(exc).__name__)
+                continue
+            for alert in raised:
+                counts["alerts"] += 1
+                log.info("alert.raised", alert_id=alert.alert_id, kind=alert.kind.value, read_id=read.read_id,
+                         camera_id=read.camera_id)
+                await alerts.send(key=read.plate.encode(), value=codec.encode(alert, ALERTS), force=True)
+
+    @app.timer(STATE_POLL_SECONDS)
+    async def follow_state():
+        follower.poll()
+
+    @app.timer(60.0)
+    async def report():
+        log.info("alerts.progress", **counts, suppressed=matcher.suppressed, hotlist=len(follower.state.hotlist),
+                 patterns=len(follower.state.patterns))
+
+    app.counts = counts
+    return app
+
+
+FETCH_WAIT_MS = 50  # longest a fetch waits for reads to arrive (Faust hard-codes 1,500 ms)
+
+
+def _short_fetch_wait() -> None:
+    """Faust builds its aiokafka consumer with fetch_max_wait_ms=1500 and no setting for it.
+
+    Measured on the dev broker, that wait showed up as read-to-alert latency (p50 about
+    0.46 s at 100 reads/s): a fetch was answered only when the wait ran out. An alert is
+    worth more than the fetch requests saved, so the worker's consumer waits at most
+    FETCH_WAIT_MS.
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    if getattr(driver.aiokafka.AIOKafkaConsumer, "_alpr_short_wait", False):
+        return
+    original = driver.aiokafka.AIOKafkaConsumer
+
+    class Consumer(original):
+        _alpr_short_wait = True
+
+        def __init__(self, *args, **kwargs):
+            if kwargs.get("group_id") is not None:
+                kwargs["fetch_max_wait_ms"] = FETCH_WAIT_MS
+            super().__init__(*args, **kwargs)
+
+    driver.aiokafka.AIOKafkaConsumer = Consumer
+
+
+def run_worker(settings: Settings, codec: Codec | None = None) -> None:
+    """`alpr alerts`: load state, run the app until SIGTERM/SIGINT; exits hard if a stop overruns."""
+    import faust
+
+    codec = codec or Codec(settings.schema_registry_url)
+    geofences = load_geofences(settings.geofences_file)
+    kafka.check_reachable(settings)
+    state = AlertState()
+    follower = StateFollower(settings, codec, state)
+    follower.load()
+    matcher = Matcher(state, geofences, settings.alert_dedup_seconds)
+    app = build_app(settings, codec, follower, matcher)
+    deadline = settings.alerts_stop_seconds
+
+    class Worker(faust.Worker):
+        def install_signal_handlers(self) -> None:
+            # Our own handlers instead of mode's: signal.signal runs even when the loop is
+            # busy, and a watchdog ends the process if the clean stop does not finish.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_stop_signal)
+
+        def _on_stop_signal(self, signum, frame) -> None:
+            if getattr(self, "_stopping_since", None):
+                return
+            self._stopping_since = True
+            log.info("alerts.stopping", signal=signal.Signals(signum).name, deadline_s=deadline)
+            watchdog = threading.Timer(deadline, _exit_hard, args=(deadline,))
+            watchdog.daemon = True
+            watchdog.start()
+            self.loop.call_soon_threadsafe(self._schedule_shutdown, signal.Signals(signum))
+
+        def on_worker_shutdown(self) -> None:
+            follower.close()
+
+    log.info("alerts.starting", geofences=len(geofences), dedup_s=settings.alert_dedup_seconds)
+    worker = Worker(app, loglevel=settings.log_level, override_logging=False, quiet=True,
+                    redirect_stdouts=False)
+    worker.spinner = None  # no terminal spinner: stdout is for output, not cursor codes
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        log.info("alerts.stopped", **app.counts)
+        raise SystemExit(exc.code) from None
+
+
+def _exit_hard(deadline: float) -> None:
+    log.error("alerts.stop_overran", deadline_s=deadline)
+    sys.stderr.flush()
+    os._exit(EXIT_HARD)
