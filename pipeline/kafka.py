@@ -204,6 +204,13 @@ class RecordConsumer(Generic[R]):
             consumer=self.group, reason=reason, error_class=error_class, key=msg.key(), value=msg.value(),
             failed_at=datetime.now(timezone.utc)))
 
+    def pause(self) -> None:
+        """Stop fetching on every assigned partition, keeping group membership (keep calling poll_batch)."""
+        self._consumer.pause(self._consumer.assignment())
+
+    def resume(self) -> None:
+        self._consumer.resume(self._consumer.assignment())
+
     def commit(self) -> None:
         """Commit what was consumed; call only after outputs (and dead letters) are flushed."""
         try:

@@ -1,0 +1,11 @@
+-- reads: drop the plate ngram bloom-filter index that 002 created.
+--
+-- Measured on the 2-core dev box (bench/warehouse.py, docs/bench-warehouse.md): with
+-- 7-character plates the 3-gram bloom filter prunes almost nothing, so every query
+-- pays for reading and testing it. Over 10 M reads, substring (`LIKE '%AB12%'`) and
+-- wildcard (`LIKE '7AB_12%'`) lookups were faster without it, and the sink's
+-- duplicate check (`plate IN (...) AND read_id IN (...)` over a 5,000-read batch)
+-- took 2.4 s with it and 0.15 s without. Exact and prefix lookups use the primary
+-- key (plate first in ORDER BY) and never needed it. The plate column is small;
+-- a full scan of it is what substring search costs, and it is cheap.
+ALTER TABLE ${db}.reads DROP INDEX IF EXISTS plate_ngram;
