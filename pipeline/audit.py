@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pipeline import kafka
 from pipeline.errors import Unavailable
 from pipeline.logs import get_log
+from pipeline.metrics import AUDIT_WRITE_SECONDS
 from pipeline.settings import Settings
 from pipeline.topics import AUDIT
 from schemas import AuditEvent, Codec
@@ -102,8 +103,9 @@ class AuditLog:
                     occurred_at=datetime.now(timezone.utc), prev_hash=self._prev, **fields)
         event = AuditEvent(**body, hash=event_hash(AuditEvent(**body, hash=GENESIS).model_dump()))
         try:
-            self._publisher.publish(AUDIT, event.actor, event)
-            self._publisher.flush(self._ack_timeout + 1)
+            with AUDIT_WRITE_SECONDS.time():
+                self._publisher.publish(AUDIT, event.actor, event)
+                self._publisher.flush(self._ack_timeout + 1)
         except Exception as exc:
             # The event may or may not be on the topic: begin a fresh segment next time,
             # linked to whatever the topic then ends with.

@@ -37,7 +37,7 @@ CONSUMER_LAG = Gauge("alpr_consumer_lag", "Records behind the true end of the pa
 DEAD_LETTERS = Counter("alpr_dead_letters", "Records sent to the dead-letter topic.", ["consumer", "topic"],
                        registry=REGISTRY)
 # --- alerts
-ALERTS = Counter("alpr_alerts", "Alerts raised, by match kind.", ["kind"], registry=REGISTRY)
+ALERTS_RAISED = Counter("alpr_alerts", "Alerts raised, by match kind.", ["kind"], registry=REGISTRY)
 # --- warehouse
 SINK_ROWS = Counter("alpr_sink_rows", "Rows inserted into ClickHouse.", ["table"], registry=REGISTRY)
 SINK_INSERT_SECONDS = Histogram("alpr_sink_insert_seconds", "ClickHouse insert time per batch.", ["table"],

@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 from pipeline.audit import AuditLog, AuditUnavailable
 from pipeline.errors import ConfigError
 from pipeline.logs import get_log
+from pipeline.metrics import PROXY_QUERIES
 from pipeline.settings import Settings
 from pipeline.sqlpolicy import Limits, PolicyRefused, check_case, decide
 from pipeline.store import Store, StoreError
@@ -102,7 +103,9 @@ def _native_rows(data: bytes) -> int:
     from clickhouse_connect.driver.query import QueryContext
     from clickhouse_connect.driver.transform import NativeTransform
     try:
-        from clickhouse_connect.driverc.buffer import ResponseBuffer  # the C reader the column parsers expect
+        from clickhouse_connect.driverc.buffer import (
+            ResponseBuffer,  # the C reader the column parsers expect
+        )
     except ImportError:  # pure-Python build of clickhouse-connect
         from clickhouse_connect.driver.buffer import ResponseBuffer
 
@@ -207,6 +210,7 @@ class ProxyService:
             if not decision.connect:
                 case, purpose = check_case(case, purpose)
         except PolicyRefused as exc:
+            PROXY_QUERIES.labels("refused").inc()
             self._audit_quietly(user, "QUERY", "REFUSED", case, purpose, sql, str(exc), None,
                                 {**details, "rule": exc.rule})
             return self._error(ProxyError(exc.status, exc.code, "ACCESS_DENIED" if exc.status == 403 else "BAD_QUERY",
@@ -215,6 +219,7 @@ class ProxyService:
             data = self.store.query_bytes(decision.sql, decision.fmt)
             rows = count_rows(decision.fmt, data)
         except (StoreError, ValueError) as exc:
+            PROXY_QUERIES.labels("failed").inc()
             message = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
             self._audit_quietly(user, "LOGIN" if decision.connect else "QUERY", "FAILED", case, purpose, sql,
                                 message, None, details)
@@ -232,6 +237,7 @@ class ProxyService:
         except AuditUnavailable as exc:
             log.error("proxy.audit_unavailable", actor=user.name, query_id=query_id)
             return self._error(ProxyError(503, 210, "AUDIT_UNAVAILABLE", f"{exc}; no data was returned"))
+        PROXY_QUERIES.labels("connect" if decision.connect else "allowed").inc()
         log.info("proxy.query", actor=user.name, query_id=query_id, rows=rows, ms=round(elapsed * 1000, 1))
         summary = json.dumps({"read_rows": str(rows), "result_rows": str(rows), "elapsed_ns": str(int(elapsed * 1e9))})
         return 200, {"Content-Type": _CONTENT_TYPES.get(decision.fmt, "text/plain; charset=UTF-8"),

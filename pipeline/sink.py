@@ -30,6 +30,7 @@ from confluent_kafka import KafkaException
 
 from pipeline.kafka import Publisher, Received, RecordConsumer
 from pipeline.logs import get_log
+from pipeline.metrics import SINK_INSERT_SECONDS, SINK_ROWS
 from pipeline.settings import Settings
 from pipeline.store import Store, StoreError
 from pipeline.topics import ALERTS, AUDIT, READS
@@ -182,7 +183,9 @@ def write_new(store: Store, db: str, spec: TableSpec[R], records: Sequence[R]) -
     present = {row["id"] for row in store.rows(spec.existing_sql(db, list(unique.values())))}
     fresh = [r for i, r in unique.items() if i not in present]
     if fresh:
-        store.insert_arrow(f"{db}.{spec.table}", spec.to_arrow(fresh))
+        with SINK_INSERT_SECONDS.labels(spec.table).time():
+            store.insert_arrow(f"{db}.{spec.table}", spec.to_arrow(fresh))
+        SINK_ROWS.labels(spec.table).inc(len(fresh))
     return len(fresh)
 
 

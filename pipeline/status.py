@@ -25,8 +25,8 @@ from schemas.models import Heartbeat, ProcessState
 STAGES: dict[str, tuple[str, str] | None] = {
     "camera": None,
     "worker": ("alpr-recognition", "alpr.frames"),
-    "alerts": None,
-    "warehouse": None,
+    "alerts": ("alpr-alerts", "alpr.reads"),
+    "warehouse": ("warehouse-reads", "alpr.reads"),
     "proxy": None,
 }
 

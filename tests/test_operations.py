@@ -132,3 +132,49 @@ def test_status_shows_a_killed_worker_down_within_10_seconds(stack, tmp_path) ->
         follower.close()
         if worker.poll() is None:
             worker.kill()
+
+
+@pytest.mark.timeout(240)
+def test_alerts_warehouse_and_proxy_metrics_move_with_traffic(stack, tmp_path) -> None:
+    """Hotlist entry + reads in; alerts raised, rows stored, an analyst query served: each process's counters move."""
+    import clickhouse_connect
+
+    from pipeline import hotlist
+    from tests.people import PASSWORD, publish_user
+    from tests.records import hotlist as hotlist_entry
+    from tests.records import read
+
+    settings, codec = stack, Codec()
+    proxy_port = free_port()
+    publish_user(settings, codec, "analyst-ops")
+    hotlist.add(settings, codec, hotlist_entry("7OPS123").model_copy(
+        update={"expires_at": datetime.now(timezone.utc).replace(year=2099)}))
+    alerts = _spawn(settings, tmp_path, "alerts-a", "alerts")
+    warehouse = _spawn(settings, tmp_path, "warehouse-a", "warehouse", ALPR_PROXY_PORT=str(proxy_port))
+    try:
+        alerts_url, wh_url = _metrics_url(settings, "alerts-a", 90), _metrics_url(settings, "warehouse-a", 90)
+        _until(lambda: _scrape(alerts_url, "/readyz")[0] == 200, 90, "alerts ready")
+        pub = kafka.Publisher(settings, codec, "ops-test")
+        now = datetime.now(timezone.utc)
+        for i, plate in enumerate(("7OPS123", "7OPS999", "8ABC000")):
+            pub.publish(READS, plate, read(i, plate).model_copy(update={"read_id": f"ops-{i}", "captured_at": now}))
+        pub.flush()
+        _until(lambda: _value(_scrape(alerts_url)[1], 'alpr_alerts_total{kind="EXACT"}') >= 1, 90, "an alert")
+        _until(lambda: _value(_scrape(wh_url)[1], 'alpr_sink_rows_total{table="reads"}') >= 3, 90, "rows stored")
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=proxy_port, username="analyst-ops",
+                                               password=PASSWORD)
+        rows = client.query("SELECT count() FROM alpr.reads WHERE read_id LIKE 'ops-%'",
+                            settings={"SQL_case": "24-OPS", "SQL_purpose": "operations test query"}).result_rows
+        assert rows == [(3,)]
+        text = _scrape(wh_url)[1]
+        assert _value(text, 'alpr_proxy_queries_total{outcome="allowed"}') >= 1
+        assert _value(text, "alpr_audit_write_seconds_count") >= 1
+        assert _scrape(wh_url, "/readyz")[0] == 200
+    finally:
+        for p in (alerts, warehouse):
+            p.send_signal(signal.SIGTERM)
+        for p in (alerts, warehouse):
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()

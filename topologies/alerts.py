@@ -36,10 +36,20 @@ from pipeline import kafka
 from pipeline.geofence import Geofence, load_geofences, notices_for
 from pipeline.hotlist import HotlistIndex, read_compacted
 from pipeline.logs import get_log
+from pipeline.metrics import ALERTS_RAISED
 from pipeline.partials import PatternIndex
+from pipeline.runtime import ProcessRuntime
 from pipeline.settings import Settings
 from pipeline.topics import ALERTS, DEADLETTER, HOTLIST, PARTIALS, READS
-from schemas import Alert, Codec, DeadLetter, HotlistEntry, PartialPlate, PlateRead, UndecodableRecord
+from schemas import (
+    Alert,
+    Codec,
+    DeadLetter,
+    HotlistEntry,
+    PartialPlate,
+    PlateRead,
+    UndecodableRecord,
+)
 
 log = get_log(__name__)
 
@@ -316,6 +326,7 @@ def build_app(settings: Settings, codec: Codec, follower: StateFollower, matcher
                 continue
             for alert in raised:
                 counts["alerts"] += 1
+                ALERTS_RAISED.labels(alert.kind.value).inc()
                 log.info("alert.raised", alert_id=alert.alert_id, kind=alert.kind.value, read_id=read.read_id,
                          camera_id=read.camera_id)
                 await alerts.send(key=read.plate.encode(), value=codec.encode(alert, ALERTS), force=True)
@@ -323,6 +334,7 @@ def build_app(settings: Settings, codec: Codec, follower: StateFollower, matcher
     @app.timer(STATE_POLL_SECONDS)
     async def follow_state():
         follower.poll()
+        app.on_loop()  # liveness: the event loop turns
 
     @app.timer(60.0)
     async def report():
@@ -330,6 +342,7 @@ def build_app(settings: Settings, codec: Codec, follower: StateFollower, matcher
                  patterns=len(follower.state.patterns))
 
     app.counts = counts
+    app.on_loop = lambda: None  # run_worker points it at the process health
     return app
 
 
@@ -399,11 +412,17 @@ def run_worker(settings: Settings, codec: Codec | None = None) -> None:
     worker = Worker(app, loglevel=settings.log_level, override_logging=False, quiet=True,
                     redirect_stdouts=False)
     worker.spinner = None  # no terminal spinner: stdout is for output, not cursor codes
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        log.info("alerts.stopped", **app.counts)
-        raise SystemExit(exc.code) from None
+    # Metrics, heartbeats and lag like every other process; Faust's Worker keeps the signals.
+    runtime = ProcessRuntime(settings, "alerts", counters=lambda: dict(app.counts), install_signals=False,
+                             ready=lambda: bool(app.consumer.assignment()) or app.counts["reads"] > 0,
+                             lag_of=((APP_ID, READS),))
+    app.on_loop = runtime.health.beat
+    with runtime:
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            log.info("alerts.stopped", **app.counts)
+            raise SystemExit(exc.code) from None
 
 
 def _exit_hard(deadline: float) -> None:
