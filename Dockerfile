@@ -8,6 +8,6 @@ COPY topologies topologies
 COPY schemas schemas
 COPY gpu gpu
 COPY infra infra
-RUN pip install --no-cache-dir . && pip install --no-cache-dir --no-deps 'platedet==0.0.2'
+RUN pip install --no-cache-dir . && pip install --no-cache-dir --no-deps 'rapidocr-onnxruntime==1.4.4'
 USER 10001
 ENTRYPOINT ["alpr"]

@@ -8,9 +8,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
-	# platedet pins Pillow/OpenCV releases older than ours; it is used only for its ONNX
-	# weights, loaded by gpu/, so it is installed without its pins.
-	$(VENV)/bin/pip install -q --no-deps 'platedet==0.0.2'
+	# Model wheels pin Pillow/OpenCV builds that clash with ours; gpu/ loads only their ONNX
+	# files, so they are installed without their pins. rapidocr-onnxruntime carries the
+	# Apache-2.0 PP-OCRv4 models (the default reader). platedet carries an AGPL-3.0 detector
+	# that the reader uses only when asked to (see docs/models.md); installed so its tests run.
+	$(VENV)/bin/pip install -q --no-deps 'rapidocr-onnxruntime==1.4.4' 'platedet==0.0.2'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -2,6 +2,14 @@
 
 from gpu.backends import BackendUnavailable
 from gpu.imaging import CorruptImage, decode_image
-from gpu.reader import PlateReader, PlateText, open_reader
+from gpu.reader import PlateReader, PlateText, ReaderSettings, open_reader
 
-__all__ = ["BackendUnavailable", "CorruptImage", "PlateReader", "PlateText", "decode_image", "open_reader"]
+__all__ = [
+    "BackendUnavailable",
+    "CorruptImage",
+    "PlateReader",
+    "PlateText",
+    "ReaderSettings",
+    "decode_image",
+    "open_reader",
+]

@@ -16,6 +16,7 @@ class BackendUnavailable(Exception):
 
 class Backend(Protocol):
     name: str
+    square_inputs: bool  # pad detector inputs to one square shape so mixed frames batch together
 
     def max_batch(self, model: ModelFile) -> int:
         """Largest batch the model accepts on this backend."""
@@ -31,6 +32,7 @@ class OnnxRuntimeBackend:
     """CPU inference through ONNX Runtime; one session per model, created on first use."""
 
     name = "onnxruntime"
+    square_inputs = False  # on a CPU padding is pure cost; batches are small anyway
 
     def __init__(self, threads: int = 1) -> None:
         self._options = ort.SessionOptions()
@@ -38,6 +40,8 @@ class OnnxRuntimeBackend:
         # small thread count keeps per-image latency predictable on shared CPUs.
         self._options.intra_op_num_threads = threads
         self._options.inter_op_num_threads = 1
+        # Idle pool threads would otherwise spin between calls and burn the other workers' cores.
+        self._options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._sessions: dict[str, ort.InferenceSession] = {}
 
     def _session(self, model: ModelFile) -> ort.InferenceSession:
@@ -48,7 +52,7 @@ class OnnxRuntimeBackend:
         return self._sessions[model.name]
 
     def max_batch(self, model: ModelFile) -> int:
-        # On a CPU a bigger batch buys nothing but latency; 8 bounds the padding waste.
+        # On a CPU a bigger batch buys little; 8 bounds the memory and latency of one call.
         return 8
 
     def run(self, model: ModelFile, batch: np.ndarray) -> list[np.ndarray]:

@@ -37,15 +37,20 @@ class Detection:
     score: float
 
 
-def prepare(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
-    """One image -> (3, H, W) float16 RGB in [0, 1] with max(H, W) == size, H and W multiples of 32."""
+def prepare(image_bgr: np.ndarray, size: int, square: bool = False) -> tuple[np.ndarray, Letterbox]:
+    """One image -> (3, H, W) float16 RGB in [0, 1] with max(H, W) == size, H and W multiples of 32.
+
+    square pads to size x size instead, so frames of any aspect ratio share one batch on a GPU.
+    """
     h, w = image_bgr.shape[:2]
     scale = size / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    out_w, out_h = -(-new_w // 32) * 32, -(-new_h // 32) * 32
+    out_w, out_h = (size, size) if square else (-(-new_w // 32) * 32, -(-new_h // 32) * 32)
     left, top = (out_w - new_w) // 2, (out_h - new_h) // 2
     canvas = np.full((out_h, out_w, 3), 114, dtype=np.uint8)
-    canvas[top : top + new_h, left : left + new_w] = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    canvas[top : top + new_h, left : left + new_w] = cv2.resize(
+        image_bgr, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    )
     rgb = canvas[:, :, ::-1].transpose(2, 0, 1)
     return (rgb.astype(np.float16) * np.float16(1 / 255)), Letterbox(scale, left, top)
 
@@ -62,7 +67,7 @@ def decode(
     scores: list[np.ndarray] = []
     for stride, head in zip(STRIDES, heads):
         head = head.astype(np.float32)
-        prob = 1 / (1 + np.exp(-head[4 * DFL_BINS]))
+        prob = 0.5 * (1 + np.tanh(head[4 * DFL_BINS] / 2))  # sigmoid without exp overflow
         ys, xs = np.nonzero(prob > min_score)
         if ys.size == 0:
             continue
@@ -76,7 +81,9 @@ def decode(
         return []
     xyxy, score = np.concatenate(boxes), np.concatenate(scores)
     xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
-    chosen = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), score.tolist(), min_score, iou_threshold), dtype=int).reshape(-1)
+    chosen = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), score.tolist(), min_score, iou_threshold), dtype=int).reshape(
+        -1
+    )
     chosen = chosen[np.argsort(-score[chosen])]
     mapped = transform.to_image(xyxy[chosen])
     ih, iw = image_shape[:2]

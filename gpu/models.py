@@ -22,7 +22,7 @@ class ModelMissing(RuntimeError):
 class ModelFile:
     """One ONNX file shipped inside a wheel."""
 
-    name: str  # role in the pipeline: "detector" or "recognizer"
+    name: str  # role in the pipeline
     package: str  # importable package that carries the file
     relative_path: str  # path inside that package
     install_hint: str
@@ -67,5 +67,11 @@ RECOGNIZER = ModelFile(
     name="recognizer",
     package="rapidocr_onnxruntime",
     relative_path="models/ch_PP-OCRv4_rec_infer.onnx",
+    install_hint="pip install --no-deps rapidocr-onnxruntime==1.4.4",
+)
+TEXT_DETECTOR = ModelFile(
+    name="text-detector",
+    package="rapidocr_onnxruntime",
+    relative_path="models/ch_PP-OCRv4_det_infer.onnx",
     install_hint="pip install --no-deps rapidocr-onnxruntime==1.4.4",
 )
