@@ -51,6 +51,11 @@ class OnnxRuntimeBackend:
             )
         return self._sessions[model.name]
 
+    @property
+    def loaded(self) -> tuple[str, ...]:
+        """Names of the models this backend has loaded so far."""
+        return tuple(self._sessions)
+
     def max_batch(self, model: ModelFile) -> int:
         # On a CPU a bigger batch buys little; 8 bounds the memory and latency of one call.
         return 8

@@ -26,6 +26,7 @@ class ModelFile:
     package: str  # importable package that carries the file
     relative_path: str  # path inside that package
     install_hint: str
+    license: str  # of the weights, as far as known (docs/models.md says how it was found)
     surgery: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None  # applied at load time
 
     def graph(self) -> onnx.ModelProto:
@@ -61,6 +62,8 @@ DETECTOR = ModelFile(
     package="platedet",
     relative_path="artifacts/platedet.onnx",
     install_hint="pip install --no-deps platedet==0.0.2",
+    # The ONNX metadata: author Ultralytics, license AGPL-3.0; the wheel and repository state none.
+    license="AGPL-3.0",
     surgery=detector_heads,
 )
 RECOGNIZER = ModelFile(
@@ -68,10 +71,12 @@ RECOGNIZER = ModelFile(
     package="rapidocr_onnxruntime",
     relative_path="models/ch_PP-OCRv4_rec_infer.onnx",
     install_hint="pip install --no-deps rapidocr-onnxruntime==1.4.4",
+    license="Apache-2.0",
 )
 TEXT_DETECTOR = ModelFile(
     name="text-detector",
     package="rapidocr_onnxruntime",
     relative_path="models/ch_PP-OCRv4_det_infer.onnx",
     install_hint="pip install --no-deps rapidocr-onnxruntime==1.4.4",
+    license="Apache-2.0",
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gpu.recognize import Characters
+from gpu.recognize import ALPHABET, Characters
 
 # L = letter, N = digit, STICKER = a gap where a sticker or emblem sits on many plates of
 # that format (Czech inspection stickers, Slovak coats of arms), which the recognizer reads
@@ -35,6 +35,10 @@ REGION_FORMATS: dict[str, tuple[str, ...]] = {
     ),
 }
 REGION_FORMATS["any"] = tuple(dict.fromkeys(f for formats in REGION_FORMATS.values() for f in formats))
+# Regions whose plates may fit no fixed format (German, vanity plates) and carry the EU band:
+# there a text line is accepted without a format if the band is seen beside it.
+FREE_FORM_REGIONS = frozenset({"eu", "any"})
+FREE_FORM_LENGTH = (4, 8)
 TO_LETTER = {"0": "O", "1": "I", "2": "Z", "4": "A", "5": "S", "6": "G", "7": "T", "8": "B"}
 TO_DIGIT = {
     "O": "0",
@@ -49,6 +53,10 @@ TO_DIGIT = {
     "T": "7",
     "B": "8",
 }
+# A position whose glyph is of the wrong kind takes the recognizer's best glyph of the right
+# kind at that position when it gave that glyph at least this probability; otherwise the
+# look-alike table above decides.
+MIN_ALTERNATIVE = 0.02
 MAX_SWAPS = 1  # two swaps bent vanity text into formats more often than they fixed a read
 # A glyph read with less confidence than this may be a sticker, emblem or the EU country
 # band rather than a character; it is dropped when that alone makes the read fit a format.
@@ -62,18 +70,23 @@ class Read:
     fits_format: bool
 
 
-def fit(text: str, pattern: str) -> tuple[str, int] | None:
-    """The text rewritten to the pattern and the number of glyph swaps, or None if it cannot fit."""
+def fit(text: str, pattern: str, alternatives: tuple[tuple[float, ...], ...] = ()) -> tuple[str, int] | None:
+    """The text rewritten to the pattern and the number of glyph swaps, or None if it cannot fit.
+
+    alternatives (per character, the recognizer's probability of each of ALPHABET) pick the
+    replacement glyph where they are confident enough; the look-alike table otherwise.
+    """
     pattern = pattern.replace(STICKER, "")
     if len(text) != len(pattern):
         return None
     out, swaps = [], 0
-    for char, kind in zip(text, pattern):
+    for index, (char, kind) in enumerate(zip(text, pattern)):
         wanted_letter = kind == "L"
         if char.isalpha() == wanted_letter:
             out.append(char)
             continue
-        swapped = (TO_LETTER if wanted_letter else TO_DIGIT).get(char)
+        swapped = _alternative(alternatives[index], wanted_letter) if alternatives else None
+        swapped = swapped or (TO_LETTER if wanted_letter else TO_DIGIT).get(char)
         if swapped is None:
             return None
         out.append(swapped)
@@ -81,9 +94,19 @@ def fit(text: str, pattern: str) -> tuple[str, int] | None:
     return "".join(out), swaps
 
 
-def best_fit(text: str, formats: tuple[str, ...]) -> tuple[str, int] | None:
+def _alternative(probabilities: tuple[float, ...], letter: bool) -> str | None:
+    span = range(26) if letter else range(26, 36)
+    best = max(span, key=lambda i: probabilities[i])
+    return ALPHABET[best] if probabilities[best] >= MIN_ALTERNATIVE else None
+
+
+def best_fit(
+    text: str, formats: tuple[str, ...], alternatives: tuple[tuple[float, ...], ...] = ()
+) -> tuple[str, int] | None:
     """The fit with the fewest swaps (at most MAX_SWAPS) over all formats, or None."""
-    fits = [f for pattern in formats if (f := fit(text, pattern)) is not None and f[1] <= MAX_SWAPS]
+    fits = [
+        f for pattern in formats if (f := fit(text, pattern, alternatives)) is not None and f[1] <= MAX_SWAPS
+    ]
     return min(fits, key=lambda f: f[1]) if fits else None
 
 
@@ -93,7 +116,8 @@ def repair(chars: Characters, formats: tuple[str, ...]) -> Read:
     A doubtful glyph may go if the rest fits with swaps; a confident one only if it sits in a
     format's sticker gap and the rest fits exactly.
     """
-    direct = best_fit(chars.text, formats)
+    alts = chars.alternatives
+    direct = best_fit(chars.text, formats, alts)
     if direct is not None:
         return Read(direct[0], chars.confidences, True)
     gaps = {p.index(STICKER) for p in formats if STICKER in p and len(p) == len(chars.text)}
@@ -102,7 +126,9 @@ def repair(chars: Characters, formats: tuple[str, ...]) -> Read:
         doubtful = confidence < INTRUDER_CONFIDENCE
         if not doubtful and index not in gaps:
             continue
-        shorter = best_fit(chars.text[:index] + chars.text[index + 1 :], formats)
+        shorter = best_fit(
+            chars.text[:index] + chars.text[index + 1 :], formats, alts[:index] + alts[index + 1 :] if alts else ()
+        )
         if shorter is not None and (doubtful or shorter[1] == 0):
             candidates.append((shorter[1], confidence, index, shorter[0]))
     if not candidates:

@@ -1,6 +1,9 @@
 """PlateReader: BGR images in, plate strings with boxes and confidences out.
 
-Detector (platedet) -> padded crops -> recognizer (PP-OCRv4 rec) -> plate-format repair.
+Default (Apache-2.0 models only): text lines of the frame (PP-OCRv4 det) -> line crops, plus
+neighbouring lines joined -> recognizer (PP-OCRv4 rec) -> plate-format repair -> lines kept
+if they fit a plate format or carry an EU band. Opt-in (AGPL-3.0 platedet): plate boxes ->
+padded crops -> the same recognizer and repair, with the text lines as the last fallback.
 The backend only runs tensors; batching and all pre/post-processing live here and in the
 domain modules, so the TensorRT path shares them with the CPU path.
 """
@@ -18,11 +21,11 @@ from gpu import detect, plates, recognize, textlines
 from gpu.backends import Backend, BackendUnavailable, OnnxRuntimeBackend
 from gpu.batching import run_batched
 from gpu.imaging import crop
-from gpu.models import DETECTOR, RECOGNIZER, TEXT_DETECTOR
+from gpu.models import DETECTOR, RECOGNIZER, TEXT_DETECTOR, ModelFile
 
 log = logging.getLogger(__name__)
 
-POSTPROCESS_VERSION = "alpr-post-1"
+POSTPROCESS_VERSION = "alpr-post-2"  # 2: joined lines, EU-band free-form reads, recognizer-chosen swaps
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,10 @@ class PlateText:
 class ReaderSettings:
     """Every knob of the reading cascade; the defaults are the benchmarked configuration."""
 
-    # False reads with the Apache-2.0 PP-OCRv4 models only (text lines that fit a plate format):
-    # platedet.onnx declares itself an AGPL-3.0 Ultralytics export (see docs/models.md).
-    plate_detector: bool = True
+    # Default False: read with the Apache-2.0 PP-OCRv4 models only (text lines that look like
+    # plates). True opts in to platedet.onnx, which declares itself an AGPL-3.0 Ultralytics
+    # export: see docs/models.md for what that obliges a deployment to do.
+    plate_detector: bool = False
     detector_size: int = 448  # long side fed to the detector; 640 costs 2x the time
     min_detection_score: float = 0.3
     # Images with no read from confident boxes fall back to weaker boxes, then to a larger
@@ -57,6 +61,11 @@ class ReaderSettings:
     loose_pad: tuple[float, float] | None = (0.10, 0.15)  # second crop for reads that fit no format
     min_text_confidence: float = 0.5  # mean character confidence x detector score ** 0.25
     max_plates_per_image: int = 8
+    # Text-line path (the whole reader when plate_detector is False).
+    max_text_lines: int = 8  # tallest lines read per frame (joined neighbours come on top)
+    text_pad: tuple[float, float] = (0.0, 0.0)  # crop margins of a text line (DB boxes are unclipped already)
+    free_form_plates: bool = True  # accept reads that fit no format if the line has an EU band (regions eu, any)
+    free_form_confidence: float = 0.8  # lowest character confidence of such a read
     region: str = "any"  # key of plates.REGION_FORMATS: which plate formats reads are fitted to
 
 
@@ -76,6 +85,11 @@ class PlateReader:
         self.model_version = (
             f"{detector}ppocrv4-rapidocr-{version('rapidocr-onnxruntime')}+{POSTPROCESS_VERSION}-{settings.region}"
         )
+
+    @property
+    def models(self) -> tuple[ModelFile, ...]:
+        """The model files this reader's settings use (each with its license)."""
+        return (DETECTOR, RECOGNIZER, TEXT_DETECTOR) if self.settings.plate_detector else (RECOGNIZER, TEXT_DETECTOR)
 
     def read(self, image_bgr: np.ndarray) -> list[PlateText]:
         return self.read_batch([image_bgr])[0]
@@ -109,13 +123,63 @@ class PlateReader:
     def _read_text_lines(
         self, images: list[np.ndarray], results: list[list[PlateText]], indices: list[int], size: int
     ) -> None:
+        """Plates among the text lines of whole frames (PP-OCRv4 det + rec, Apache-2.0 only).
+
+        Candidates: the tallest lines, plus neighbouring lines of one row joined (a plate split
+        at a sticker or emblem). A line's read is kept if it fits a plate format of the region,
+        or, where the region has free-form plates (German, vanity), if it is plate-length, read
+        confidently and has an EU country band at its left. Overlapping keeps are reduced to
+        the best one: format fits first, then the longer read, then the more confident.
+        """
+        settings = self.settings
         prepared = [textlines.prepare(images[i], size, self.backend.square_inputs) for i in indices]
         outputs = run_batched(self.backend, TEXT_DETECTOR, [tensor for tensor, _ in prepared])
-        lines: list[list[detect.Detection]] = [[] for _ in images]
+        boxes: list[tuple[int, detect.Detection]] = []
         for index, (_, scale), (prob,) in zip(indices, prepared, outputs):
+            lines = textlines.decode(prob, scale, images[index].shape)[: settings.max_text_lines]
             # A text line has no plate score; 1.0 leaves its confidence to the recognizer.
-            lines[index] = [detect.Detection(box, 1.0) for box in textlines.decode(prob, scale, images[index].shape)]
-        self._recognize(images, lines, results, indices, pad=(0.0, 0.0), require_format=True)
+            boxes += [(index, detect.Detection(box, 1.0)) for box in lines + textlines.join_rows(lines)]
+        variable = not self.backend.square_inputs
+        reads = self._read_boxes(images, boxes, settings.text_pad, fixed_width=not variable)
+        # A plate-length read that fits no format may have lost an edge character to a tight
+        # line box: read it again from a looser crop and keep that if it fits.
+        again = [
+            n
+            for n, read in enumerate(reads)
+            if read is not None and not read.fits_format and plates.FREE_FORM_LENGTH[0] <= len(read.text) <= 8
+        ]
+        if again and settings.loose_pad:
+            retried = self._read_boxes(images, [boxes[n] for n in again], settings.loose_pad, fixed_width=not variable)
+            for n, loose in zip(again, retried):
+                if loose is not None and loose.fits_format:
+                    reads[n] = loose
+        free_form = settings.free_form_plates and settings.region in plates.FREE_FORM_REGIONS
+        kept: dict[int, list[tuple[tuple[int, int, float], PlateText]]] = {}
+        for (index, det), read in zip(boxes, reads):
+            if read is None:
+                continue
+            confidence = float(np.mean(read.confidences))
+            if read.fits_format:
+                rank = 2
+            elif (
+                free_form
+                and plates.FREE_FORM_LENGTH[0] <= len(read.text) <= plates.FREE_FORM_LENGTH[1]
+                and min(read.confidences) >= settings.free_form_confidence
+                and textlines.eu_band(images[index], det.box)
+            ):
+                rank = 1
+            else:
+                continue
+            if confidence >= settings.min_text_confidence:
+                x1, y1, x2, y2 = (round(v) for v in det.box)
+                plate = PlateText(read.text, confidence, read.confidences, (x1, y1, x2, y2))
+                kept.setdefault(index, []).append(((rank, len(read.text), confidence), plate))
+        for index, found in kept.items():
+            for _, plate in sorted(found, key=lambda item: item[0], reverse=True):
+                if len(results[index]) < settings.max_plates_per_image and not any(
+                    _overlaps(plate.box, other.box) for other in results[index]
+                ):
+                    results[index].append(plate)
 
     def _recognize(
         self,
@@ -149,15 +213,23 @@ class PlateReader:
         log.debug("recognized %d boxes (%d twice) from %d images", len(boxes), len(again), len(indices))
 
     def _read_boxes(
-        self, images: list[np.ndarray], boxes: list[tuple[int, detect.Detection]], pad: tuple[float, float]
+        self,
+        images: list[np.ndarray],
+        boxes: list[tuple[int, detect.Detection]],
+        pad: tuple[float, float],
+        fixed_width: bool = True,
     ) -> list[plates.Read | None]:
-        """One recognizer batch over the boxes; None where the crop is degenerate or reads empty."""
+        """One recognizer batch over the boxes; None where the crop is degenerate or reads empty.
+
+        fixed_width pads every crop to 320 px (platedet crops: variable width lost 1 EU read);
+        text lines, many per frame, go at their own width on a CPU (same reads, 20-30% faster).
+        """
         crops: list[np.ndarray] = []
         slots: list[int] = []  # position in boxes of each crop
         for n, (index, det) in enumerate(boxes):
             patch = crop(images[index], det.box, *pad)
             if patch.shape[0] >= 4 and patch.shape[1] >= 4:
-                crops.append(recognize.prepare(patch))
+                crops.append(recognize.prepare(patch, fixed_width=fixed_width))
                 slots.append(n)
         reads: list[plates.Read | None] = [None] * len(boxes)
         for n, (probs,) in zip(slots, run_batched(self.backend, RECOGNIZER, crops)):
@@ -172,6 +244,14 @@ class PlateReader:
             detect.decode(heads, transform, image.shape, min_score)
             for image, (_, transform), heads in zip(images, prepared, outputs)
         ]
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Whether two boxes share more than half of the smaller one."""
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy > 0.5 * max(1, smaller)
 
 
 def open_reader(

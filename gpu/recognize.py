@@ -15,6 +15,8 @@ import numpy as np
 
 HEIGHT = 48
 WIDTH = 320  # one fixed width keeps batches rectangular; plates are ~2:1 to 5:1
+UPSCALE = cv2.INTER_LINEAR  # interpolation for crops under 48 px high
+MIN_WIDTH_STEP = 32  # variable-width inputs are rounded up to this, so similar crops share a batch
 ALPHABET = string.ascii_uppercase + string.digits
 
 
@@ -24,14 +26,24 @@ class Characters:
 
     text: str
     confidences: tuple[float, ...]
+    # Per character, the probability of each of ALPHABET at the character's peak frame: the
+    # recognizer's second choice, for format repair. Empty when not known.
+    alternatives: tuple[tuple[float, ...], ...] = ()
 
 
-def prepare(crop_bgr: np.ndarray) -> np.ndarray:
-    """A crop -> (3, 48, 320) float32 in [-1, 1], left-aligned and zero padded like PaddleOCR."""
+def prepare(crop_bgr: np.ndarray, fixed_width: bool = True) -> np.ndarray:
+    """A crop -> (3, 48, W) float32 in [-1, 1], left-aligned and zero padded like PaddleOCR.
+
+    W is 320 with fixed_width (one shape for every crop: GPU engines); otherwise the crop's own
+    width rounded up to a multiple of MIN_WIDTH_STEP: the recognizer's cost grows with W, and a
+    plate line at 48 px high is often under 200 px wide, so a CPU need not pay for the padding.
+    """
     h, w = crop_bgr.shape[:2]
     new_w = max(1, min(WIDTH, int(np.ceil(HEIGHT * w / max(h, 1)))))
-    resized = cv2.resize(crop_bgr, (new_w, HEIGHT), interpolation=cv2.INTER_LINEAR)
-    tensor = np.zeros((3, HEIGHT, WIDTH), dtype=np.float32)
+    interpolation = UPSCALE if h < HEIGHT else cv2.INTER_LINEAR
+    resized = cv2.resize(crop_bgr, (new_w, HEIGHT), interpolation=interpolation)
+    out_w = WIDTH if fixed_width else min(WIDTH, max(2 * MIN_WIDTH_STEP, -(-new_w // MIN_WIDTH_STEP) * MIN_WIDTH_STEP))
+    tensor = np.zeros((3, HEIGHT, out_w), dtype=np.float32)
     tensor[:, :, :new_w] = resized.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0
     return tensor
 
@@ -64,6 +76,7 @@ class AlphabetFold:
         best = folded.argmax(axis=1)
         chars: list[str] = []
         confs: list[float] = []
+        alternatives: list[tuple[float, ...]] = []
         t = 0
         while t < len(best):
             cls = best[t]
@@ -71,7 +84,9 @@ class AlphabetFold:
             while end < len(best) and best[end] == cls:
                 end += 1
             if cls != 0:
+                peak = t + int(folded[t:end, cls].argmax())
                 chars.append(ALPHABET[cls - 1])
-                confs.append(float(folded[t:end, cls].max()))
+                confs.append(float(folded[peak, cls]))
+                alternatives.append(tuple(float(p) for p in folded[peak, 1:]))
             t = end
-        return Characters("".join(chars), tuple(confs))
+        return Characters("".join(chars), tuple(confs), tuple(alternatives))

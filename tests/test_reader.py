@@ -12,7 +12,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from gpu import BackendUnavailable, CorruptImage, PlateText, decode_image, detect, open_reader, textlines
+from gpu import (
+    BackendUnavailable,
+    CorruptImage,
+    PlateText,
+    decode_image,
+    detect,
+    open_reader,
+    textlines,
+)
 from gpu.batching import batch_slices, run_batched
 from gpu.graphs import detector_heads
 from gpu.models import DETECTOR, RECOGNIZER, TEXT_DETECTOR, ModelFile
@@ -66,16 +74,58 @@ def test_read_batch_keeps_image_order_and_empty_frames(reader) -> None:
     assert [[r.text for r in reads] for reads in results] == [[], ["BRA2E19"], []]
 
 
-def test_apache_only_mode_reads_text_lines_that_fit_a_plate_format() -> None:
-    text_only = open_reader("onnxruntime", settings=ReaderSettings(plate_detector=False))
-    assert [r.text for r in text_only.read(scene("ABC1234"))] == ["ABC1234"]
-    assert text_only.read(scene("HELLO")) == []  # legible, but no plate format fits
-    assert not text_only.model_version.startswith("platedet")
+def test_default_reader_reads_text_lines_that_fit_a_plate_format(reader) -> None:
+    assert reader.read(scene("HELLO")) == []  # legible, but no plate format fits and no EU band
+
+
+def test_default_reader_loads_no_agpl_model(reader) -> None:
+    reader.read(scene("ABC1234"))
+    assert all(model.license == "Apache-2.0" for model in reader.models)
+    assert set(reader.backend.loaded) <= {model.name for model in reader.models}
+    assert DETECTOR.name not in reader.backend.loaded  # platedet.onnx (AGPL-3.0) never opened
+    assert "platedet" not in reader.model_version
 
 
 def test_model_version_names_the_models_and_the_region(reader) -> None:
-    assert reader.model_version.startswith("platedet-0.0.2+ppocrv4-rapidocr-1.4.4+")
+    assert reader.model_version.startswith("ppocrv4-rapidocr-1.4.4+")
     assert reader.model_version.endswith("-any")
+
+
+@pytest.fixture(scope="module")
+def platedet_reader():
+    return open_reader("onnxruntime", threads=1, settings=ReaderSettings(plate_detector=True))
+
+
+def test_platedet_is_an_explicit_opt_in_and_says_so(platedet_reader) -> None:
+    assert platedet_reader.model_version.startswith("platedet-0.0.2+ppocrv4-rapidocr-1.4.4+")
+    assert DETECTOR.license == "AGPL-3.0" and DETECTOR in platedet_reader.models
+    (read,) = platedet_reader.read(scene("ABC1234"))
+    assert read.text == "ABC1234"
+    assert DETECTOR.name in platedet_reader.backend.loaded
+
+
+def eu_scene(text: str) -> np.ndarray:
+    """scene() with a blue EU country band at the plate's left edge."""
+    image = scene(text)
+    x1, y1, _, y2 = PLATE_BOX
+    image[y1 + 2 : y2 - 2, x1 + 2 : x1 + 14] = (160, 40, 0)  # BGR: saturated blue
+    return image
+
+
+def test_free_form_plates_need_the_eu_band() -> None:
+    eu = open_reader("onnxruntime", settings=ReaderSettings(region="eu"))
+    assert [r.text for r in eu.read(eu_scene("KWPHX"))] == ["KWPHX"]  # fits no format, band seen
+    assert eu.read(scene("KWPHX")) == []
+    br = open_reader("onnxruntime", settings=ReaderSettings(region="br"))
+    assert br.read(eu_scene("KWPHX")) == []  # Brazilian plates carry no EU band
+
+
+def test_join_rows_joins_a_split_line_only() -> None:
+    left, right = (10.0, 100.0, 60.0, 130.0), (85.0, 101.0, 200.0, 131.0)
+    assert textlines.join_rows([left, right]) == [(10.0, 100.0, 200.0, 131.0)]
+    assert textlines.join_rows([left, (300.0, 100.0, 400.0, 130.0)]) == []  # too far apart
+    assert textlines.join_rows([left, (70.0, 140.0, 200.0, 170.0)]) == []  # next row
+    assert textlines.join_rows([left, (70.0, 100.0, 200.0, 112.0)]) == []  # much smaller text
 
 
 def test_decode_image_round_trip() -> None:
@@ -213,6 +263,9 @@ def test_detector_graph_surgery_frees_batch_and_size() -> None:
 
 def test_format_fit_swaps_look_alikes_by_position() -> None:
     assert fit("PP587A0", "LLNNNLL") == ("PP587AO", 1)
+    second_choice = [[0.0] * len(ALPHABET) for _ in range(7)]
+    second_choice[6][ALPHABET.index("D")] = 0.3  # the recognizer's best letter at the last position
+    assert fit("PP587A0", "LLNNNLL", tuple(map(tuple, second_choice))) == ("PP587AD", 1)
     assert fit("BRA2E19", "LLLNLNN") == ("BRA2E19", 0)
     assert fit("ABC1X34", "LLLNNNN") is None  # X has no digit look-alike
     assert fit("ABC123", "LLLNNNN") is None
