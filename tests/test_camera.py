@@ -67,3 +67,18 @@ def _wait(cond, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_video_file_source_publishes_every_frame(settings, codec, tmp_path, unique) -> None:
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    assert writer.isOpened(), "this OpenCV build cannot write MJPG"
+    for i in range(5):
+        writer.write(np.full((240, 320, 3), 40 * i, np.uint8))
+    writer.release()
+    cam = Camera(_config(str(clip)).model_copy(update={"camera_id": f"cam-v{unique}"}), Publisher(settings, codec, "t"))
+    cam.run(threading.Event())
+    cam.publisher.flush()
+    assert (cam.stats.sent, cam.stats.dropped, cam.stats.reconnects) == (5, 0, 0)
+    frames = [codec.decode(m.value(), Frame) for m in drain(settings, FRAMES, 5000, timeout=3, partitions=12)]
+    assert sorted(f.seq for f in frames if f.camera_id == f"cam-v{unique}") == [0, 1, 2, 3, 4]
