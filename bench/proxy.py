@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import base64
 import http.client
-import statistics
 import tempfile
 import threading
 import time

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 from confluent_kafka import Message
@@ -30,6 +30,7 @@ from pipeline.logs import get_log
 from pipeline.partials import BadInput
 from pipeline.settings import Settings
 from pipeline.topics import HOTLIST
+from pipeline.when import parse_when
 from schemas import Codec, HotlistEntry, UndecodableRecord
 from schemas.models import PLATE_RE, HotlistReason, HotlistSource, normalize_plate
 
@@ -158,19 +159,8 @@ class ImportResult:
 
 
 def parse_expiry(text: str) -> datetime | None:
-    """Empty: never. A date: through the end of that day (UTC). A datetime must carry its zone."""
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text) + timedelta(days=1), time(0), timezone.utc)
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"expires {text!r} is not YYYY-MM-DD or an ISO date-time") from None
-    if value.tzinfo is None:
-        raise ValueError(f"expires {text!r} has no time zone")
-    return value.astimezone(timezone.utc)
+    """Empty: never. A date: through the end of that day (UTC). A date-time must carry its zone."""
+    return parse_when(text, "expires", date_means="end") if text.strip() else None
 
 
 def make_entry(*, plate: str, state: str, reason: str, source: str, case_number: str, expires: str | datetime | None,

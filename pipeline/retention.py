@@ -19,9 +19,8 @@ the retention period.
 
 from __future__ import annotations
 
-import re
 import threading
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 from pipeline import holds
 from pipeline.audit import AuditLog
@@ -35,21 +34,6 @@ from schemas import Codec
 log = get_log(__name__)
 PURGE = "PURGE"
 SYSTEM_ACTOR = "system:retention"
-
-
-def parse_when(text: str, option: str) -> datetime:
-    """The one rule for times given on the command line: ISO 8601 with a timezone, or
-    a bare date meaning 00:00 UTC that day. A time without a timezone is refused."""
-    text = text.strip()
-    try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            return datetime.combine(date.fromisoformat(text), time(0), tzinfo=timezone.utc)
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise AlprError(f"{option} {text!r} is not an ISO 8601 date or time") from None
-    if value.tzinfo is None:
-        raise AlprError(f"{option} {text!r} has no timezone (add Z or +hh:mm, or give a bare date for UTC)")
-    return value.astimezone(timezone.utc)
 
 
 def _predicate(db: str, cutoff: datetime, held: bool) -> str:

@@ -6,7 +6,6 @@ import pytest
 
 from pipeline.audit import AuditLog, AuditUnavailable, read_events, verify_events
 from pipeline.broker import free_port
-from schemas import AuditEvent
 
 
 def _write(settings, codec, writer: str, n: int) -> None:

@@ -17,7 +17,6 @@ from confluent_kafka import Consumer, TopicPartition
 
 from pipeline import kafka
 from pipeline.broker import DevBroker, free_port
-from pipeline.footage import car_frame
 from pipeline.settings import load_settings
 from pipeline.status import StatusFollower
 from pipeline.topics import FRAMES, READS, STATUS, TOPICS, apply_topics
@@ -25,7 +24,6 @@ from pipeline.worker import GROUP
 from schemas import Codec, PlateRead
 from schemas.models import Heartbeat
 from tests.conftest import drain
-from tests.test_recognition import _publish_frames
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from datetime import date, datetime, timezone
 from pathlib import Path
 
 import click
@@ -18,6 +17,7 @@ import click
 from pipeline.errors import AlprError
 from pipeline.session import ADMINISTRATORS, AUDITORS, SUPERVISORS, Session, login, login_options, read_passwords
 from pipeline.settings import settings
+from pipeline.when import parse_when
 from schemas.models import AgencyType, UserRole
 
 COMMANDS: list = []
@@ -28,21 +28,6 @@ def _codec():
     from schemas import Codec
 
     return Codec(settings().schema_registry_url)
-
-
-def _day(value: str) -> datetime:
-    try:
-        return datetime.combine(date.fromisoformat(value), datetime.min.time(), timezone.utc)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
-
-
-def _instant(value: str) -> datetime:
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date or time (ISO 8601)") from None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
 
 
 # --- users
@@ -68,7 +53,7 @@ def users_add(name: str, role: str, agency: str, trained: str | None, actor: str
     pw = read_passwords(password_stdin, prompts)
     acting = s.login(actor, pw[0], {UserRole.ADMINISTRATOR}) if actor else None
     user = add_user(s.settings, s.codec, s.directory, s.audit, acting, name=name, role=UserRole(role.upper()),
-                    agency=agency, password=pw[-1], trained_at=_day(trained) if trained else None)
+                    agency=agency, password=pw[-1], trained_at=parse_when(trained, '--trained') if trained else None)
     click.echo(json.dumps({"added": user.name, "role": role, "agency": agency,
                            "trained_at": user.trained_at.date().isoformat() if user.trained_at else None}))
 
@@ -116,7 +101,7 @@ def users_train(name: str, when: str, actor: str, password_stdin: bool) -> None:
     from pipeline.users import record_training
 
     s, admin = _admin_change(actor, password_stdin)
-    record_training(s.settings, s.codec, s.directory, s.audit, admin, name, _day(when))
+    record_training(s.settings, s.codec, s.directory, s.audit, admin, name, parse_when(when, '--date'))
     click.echo(json.dumps({"trained": name, "trained_at": when}))
 
 
@@ -209,7 +194,7 @@ def audit_report(start: str, end: str, as_json: bool, topic: str, actor: str, pa
     from pipeline.auditreport import build_report, load, period, render_text
 
     session, _ = login(actor, password_stdin, AUDITORS, "audit-cli")
-    lo, hi = period(_day(start).date(), _day(end).date())
+    lo, hi = period(parse_when(start, '--from').date(), parse_when(end, '--to').date())
     report = build_report(load(session.settings, session.codec, topic), lo, hi)
     click.echo(json.dumps(report) if as_json else render_text(report))
 
@@ -246,7 +231,7 @@ def release_request(actor, requesting_agency, agency_type, requester, purpose, c
     user = s.login(actor, pw)
     req = submit(s.settings, s.codec, s.audit, user, requesting_agency=requesting_agency,
                  agency_type=AgencyType(agency_type), requester=requester, purpose=purpose, case_number=case_number,
-                 plates=list(plates), scope_from=_instant(scope_from), scope_to=_instant(scope_to),
+                 plates=list(plates), scope_from=parse_when(scope_from, '--from'), scope_to=parse_when(scope_to, '--to', 'end'),
                  document_ref=document_ref)
     click.echo(json.dumps(describe(req)))
 

@@ -81,7 +81,7 @@ def reads_import(file: Path, agency: str, camera_prefix: str | None, actor: str,
 
 
 def _when(text: str | None, option: str):
-    from pipeline.retention import parse_when
+    from pipeline.when import parse_when
 
     return None if text is None else parse_when(text, option)
 
