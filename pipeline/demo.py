@@ -205,7 +205,7 @@ def run_demo(base: Settings, duration: float) -> dict:
                 next_status += 10
                 say(f"status: {sum(c.stats.sent for c in cameras)} frames sent, {worker.stats.frames} read, "
                     f"{tail.counts['reads']} plate reads, {tail.counts['alerts']} alerts, "
-                    f"{warehouse.counters().get('reads_rows', 0):.0f} stored")
+                    f"{warehouse.counters().get('sink-reads_written', 0):.0f} stored")
         say("stopping: cameras, then the worker finishes its batch and commits")
         stop_inputs.set()
         for name in [n for n in threads if n.startswith(("camera", "worker"))]:
