@@ -176,3 +176,32 @@ def test_alerts_warehouse_and_proxy_metrics_move_with_traffic(stack, tmp_path) -
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+@pytest.mark.timeout(180)
+def test_standalone_proxy_serves_metrics_and_stops_on_sigterm(stack, tmp_path) -> None:
+    """`alpr proxy` on its own (the server-mode shape): probes answer, counters move, SIGTERM exits 0."""
+    import clickhouse_connect
+
+    from tests.people import PASSWORD, publish_user
+
+    settings, codec = stack, Codec()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
+    env.update(ALPR_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, ALPR_DATA_DIR=str(tmp_path))
+    assert subprocess.run([sys.executable, "-m", "pipeline.cli", "migrate"], env=env, capture_output=True,
+                          timeout=60).returncode == 0
+    publish_user(settings, codec, "analyst-px")
+    port = free_port()
+    proxy = _spawn(settings, tmp_path, "proxy-a", "proxy", ALPR_PROXY_PORT=str(port))
+    try:
+        url = _metrics_url(settings, "proxy-a")
+        _until(lambda: _scrape(url, "/readyz")[0] == 200, 60, "proxy ready")
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=port, username="analyst-px", password=PASSWORD)
+        assert client.query("SELECT count() FROM alpr.reads", settings={
+            "SQL_case": "24-PX", "SQL_purpose": "standalone proxy check"}).result_rows == [(0,)]
+        assert _value(_scrape(url)[1], 'alpr_proxy_queries_total{outcome="allowed"}') >= 1
+        proxy.send_signal(signal.SIGTERM)
+        assert proxy.wait(30) == 0
+    finally:
+        if proxy.poll() is None:
+            proxy.kill()

@@ -8,7 +8,6 @@ never from argv. Commands that change something name the acting person with
 from __future__ import annotations
 
 import json
-import signal
 import threading
 from pathlib import Path
 
@@ -141,20 +140,24 @@ def proxy_cmd() -> None:
     from pipeline.proxy import ProxyService
     from pipeline.store import open_store
 
+    from pipeline.runtime import ProcessRuntime
+
     s = settings()
     kafka.check_reachable(s)
     store = open_store(s)
     service = ProxyService(s, store, _codec())
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    try:
-        service.start()
-        click.echo(f"proxy listening on {service.url}", err=True)
-        stop.wait()
-    finally:
-        service.stop()
-        store.close()
+    started = threading.Event()
+    # Signals, the shutdown deadline, /metrics, /healthz, /readyz and heartbeats, like every process.
+    with ProcessRuntime(s, "proxy", ready=started.is_set) as rt:
+        try:
+            service.start()
+            started.set()
+            click.echo(f"proxy listening on {service.url}", err=True)
+            while not rt.stop.wait(1.0):
+                rt.health.beat()
+        finally:
+            service.stop()
+            store.close()
 
 
 COMMANDS.append(proxy_cmd)
