@@ -109,9 +109,9 @@ def _seed(settings: Settings, codec: Codec, password: str) -> None:
                                 ("MN07P89", "WARRANT", "26-10422")):  # a 0 where the camera sees an O
         hotlist.add(settings, codec, hotlist.make_entry(plate=plate, state="CA", reason=reason, source="LOCAL",
                                                         case_number=case, expires=week, agency="RIC",
-                                                        user="dispatch.demo"))
+                                                        user="dispatch.demo"), audit=audit)
     partials.add(settings, codec, pattern="QRS?T*", case_number="26-09001", incident_type="ARMED ROBBERY",
-                 user="det.demo")
+                 user="det.demo", audit=audit)
     say("hotlist: BRA2E19 (stolen vehicle), MN07P89 (warrant); partial plate QRS?T* (armed robbery)")
 
 

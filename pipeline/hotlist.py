@@ -253,9 +253,11 @@ def _bad_rows_message(path: Path, bad: list[tuple[int, str]]) -> str:
 
 
 def import_csv(settings: Settings, codec: Codec, path: Path, *, source: str, user: str, skip_bad: bool = False,
-               allow_empty: bool = False) -> ImportResult:
-    """Publish the difference between a CSV extract and the topic; audit first, then publish."""
-    audit = AuditLog(settings, codec, "hotlist")
+               allow_empty: bool = False, audit: AuditLog | None = None) -> ImportResult:
+    """Publish the difference between a CSV extract and the topic; audit first, then publish.
+
+    `audit`: the caller's writer (a CLI session's), so one run is one chain segment."""
+    audit = audit or AuditLog(settings, codec, "hotlist")
     result = diff_csv(path, source, current(settings, codec), agency=settings.agency, user=user)
     if result.bad and not skip_bad:
         audit.record(actor=user, agency=settings.agency, action="HOTLIST_IMPORT", outcome="REFUSED",
@@ -282,11 +284,11 @@ def import_csv(settings: Settings, codec: Codec, path: Path, *, source: str, use
     return result
 
 
-def add(settings: Settings, codec: Codec, entry: HotlistEntry) -> str:
+def add(settings: Settings, codec: Codec, entry: HotlistEntry, audit: AuditLog | None = None) -> str:
     """Publish one entry (new or replacing the same key); audited first. Returns 'added' or 'changed'."""
     old = current(settings, codec).get(entry.key)
     what = "added" if old is None else "changed"
-    AuditLog(settings, codec, "hotlist").record(
+    (audit or AuditLog(settings, codec, "hotlist")).record(
         actor=entry.entered_by, agency=settings.agency, action="HOTLIST_ADD", outcome="ALLOWED",
         case_number=entry.case_number, subject=entry.key,
         details={"reason": entry.reason.value, "source": entry.source.value, "result": what})
@@ -296,12 +298,13 @@ def add(settings: Settings, codec: Codec, entry: HotlistEntry) -> str:
     return what
 
 
-def remove(settings: Settings, codec: Codec, *, key: str, user: str, reason: str) -> HotlistEntry:
+def remove(settings: Settings, codec: Codec, *, key: str, user: str, reason: str,
+           audit: AuditLog | None = None) -> HotlistEntry:
     """Tombstone one entry; refused when the key is not on the list. Audited first."""
     old = current(settings, codec).get(key)
     if old is None:
         raise BadInput(f"{key} is not on the hotlist")
-    AuditLog(settings, codec, "hotlist").record(
+    (audit or AuditLog(settings, codec, "hotlist")).record(
         actor=user, agency=settings.agency, action="HOTLIST_REMOVE", outcome="ALLOWED",
         case_number=old.case_number, subject=key, reason=reason, details={"source": old.source.value})
     pub = kafka.Publisher(settings, codec, "hotlist")

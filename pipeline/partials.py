@@ -175,7 +175,7 @@ def current(settings: Settings, codec: Codec) -> dict[str, PartialPlate]:
 
 
 def add(settings: Settings, codec: Codec, *, pattern: str, case_number: str, incident_type: str, user: str,
-        expires_days: int | None = None, notes: str | None = None) -> PartialPlate:
+        expires_days: int | None = None, notes: str | None = None, audit: AuditLog | None = None) -> PartialPlate:
     """Publish one new pattern; the audit event is written first."""
     if not case_number.strip():
         raise BadInput("a partial plate needs a case or event number (--case)")
@@ -189,7 +189,7 @@ def add(settings: Settings, codec: Codec, *, pattern: str, case_number: str, inc
                          case_number=case_number.strip(), incident_type=incident_type.strip().upper(),
                          agency=settings.agency, entered_by=user, entered_at=now,
                          expires_at=now + timedelta(days=days), notes=notes)
-    AuditLog(settings, codec, "partials").record(
+    (audit or AuditLog(settings, codec, "partials")).record(
         actor=user, agency=settings.agency, action="PARTIAL_ADD", outcome="ALLOWED", case_number=entry.case_number,
         subject=entry.pattern_id, details={"pattern": entry.pattern, "incident_type": entry.incident_type,
                                            "expires_at": entry.expires_at.isoformat()})
@@ -197,11 +197,12 @@ def add(settings: Settings, codec: Codec, *, pattern: str, case_number: str, inc
     return entry
 
 
-def remove(settings: Settings, codec: Codec, *, pattern_id: str, user: str, reason: str) -> PartialPlate:
+def remove(settings: Settings, codec: Codec, *, pattern_id: str, user: str, reason: str,
+           audit: AuditLog | None = None) -> PartialPlate:
     existing = current(settings, codec).get(pattern_id)
     if existing is None:
         raise BadInput(f"no partial plate {pattern_id!r} on {PARTIALS}")
-    AuditLog(settings, codec, "partials").record(
+    (audit or AuditLog(settings, codec, "partials")).record(
         actor=user, agency=settings.agency, action="PARTIAL_REMOVE", outcome="ALLOWED",
         case_number=existing.case_number, subject=pattern_id, reason=reason,
         details={"pattern": existing.pattern})

@@ -39,7 +39,7 @@ def hotlist_import(file: Path, source: str, actor: str, password_stdin: bool, sk
 
     session, who = login(actor, password_stdin, ANALYSTS, "hotlist")
     result = hotlist.import_csv(session.settings, session.codec, file, source=source.upper(), user=who.name,
-                                skip_bad=skip_bad, allow_empty=allow_empty)
+                                skip_bad=skip_bad, allow_empty=allow_empty, audit=session.audit)
     click.echo(json.dumps(result.summary()))
 
 
@@ -66,7 +66,7 @@ def hotlist_add(plate, state, reason, source, case_number, expires, notes, actor
                                    notes=notes)
     except ValueError as exc:
         raise BadInput(str(exc).splitlines()[0]) from None
-    what = hotlist.add(session.settings, session.codec, entry)
+    what = hotlist.add(session.settings, session.codec, entry, audit=session.audit)
     click.echo(json.dumps({"result": what, "key": entry.key}))
 
 
@@ -82,7 +82,8 @@ def hotlist_remove(plate, state, reason, actor, password_stdin) -> None:
 
     session, who = login(actor, password_stdin, ANALYSTS, "hotlist")
     key = f"{state.strip().upper()}:{normalize_plate(plate)}"
-    old = hotlist.remove(session.settings, session.codec, key=key, user=who.name, reason=reason)
+    old = hotlist.remove(session.settings, session.codec, key=key, user=who.name, reason=reason,
+                         audit=session.audit)
     click.echo(json.dumps({"result": "removed", "key": key, "source": old.source.value}))
 
 
@@ -121,7 +122,8 @@ def partial_add(pattern, case_number, incident_type, expires_days, notes, actor,
 
     session, who = login(actor, password_stdin, ANALYSTS, "partials")
     e = partials.add(session.settings, session.codec, pattern=pattern, case_number=case_number,
-                     incident_type=incident_type, user=who.name, expires_days=expires_days, notes=notes)
+                     incident_type=incident_type, user=who.name, expires_days=expires_days, notes=notes,
+                     audit=session.audit)
     click.echo(json.dumps(_entry_json(e)))
 
 
@@ -134,7 +136,8 @@ def partial_remove(pattern_id, reason, actor, password_stdin) -> None:
     from pipeline import partials
 
     session, who = login(actor, password_stdin, ANALYSTS, "partials")
-    old = partials.remove(session.settings, session.codec, pattern_id=pattern_id, user=who.name, reason=reason)
+    old = partials.remove(session.settings, session.codec, pattern_id=pattern_id, user=who.name, reason=reason,
+                          audit=session.audit)
     click.echo(json.dumps({"result": "removed", "pattern_id": pattern_id, "pattern": old.pattern}))
 
 
