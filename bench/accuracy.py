@@ -28,9 +28,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gpu import PlateText, open_reader
-from gpu.plates import REGION_FORMATS, best_fit
-from gpu.reader import PlateReader, ReaderSettings
+from alpr.gpu import PlateText, open_reader
+from alpr.gpu.plates import REGION_FORMATS, best_fit
+from alpr.gpu.reader import PlateReader, ReaderSettings
 
 DEFAULT_SETS = [REPO.parent / "shared" / "datasets" / name for name in ("openalpr-eu", "openalpr-br")]
 IOU_HIT = 0.5

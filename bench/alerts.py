@@ -29,12 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import kafka  # noqa: E402
-from pipeline.broker import DevBroker, free_port  # noqa: E402
-from pipeline.partials import PatternIndex, compile_all, normalize_pattern, scan_match, BadInput  # noqa: E402
-from pipeline.settings import load_settings  # noqa: E402
-from pipeline.topics import ALERTS, HOTLIST, PARTIALS, READS, apply_topics  # noqa: E402
-from schemas import Alert, Codec, GeoPosition, HotlistEntry, PartialPlate, PlateRead  # noqa: E402
+from alpr.core import kafka  # noqa: E402
+from alpr.ops.broker import DevBroker, free_port  # noqa: E402
+from alpr.alerting.partials import PatternIndex, compile_all, normalize_pattern, scan_match, BadInput  # noqa: E402
+from alpr.core.settings import load_settings  # noqa: E402
+from alpr.core.topics import ALERTS, HOTLIST, PARTIALS, READS, apply_topics  # noqa: E402
+from alpr.schemas import Alert, Codec, GeoPosition, HotlistEntry, PartialPlate, PlateRead  # noqa: E402
 
 ALPHABET = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
 NOW = datetime.now(timezone.utc)
@@ -154,7 +154,7 @@ def bench_topology(seconds: float) -> None:
     env.update(ALPR_KAFKA_BOOTSTRAP=broker.bootstrap, ALPR_DATA_DIR=str(work / "data"), ALPR_LOG_LEVEL="WARNING")
     clock = AlertClock(s, codec)
     t_start = time.monotonic()
-    worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "alerts"], env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "alpr.cli", "alerts"], env=env,
                               stderr=open(work / "worker.log", "wb"), cwd=Path(__file__).resolve().parents[1])
     try:
         warm = make_read(hot[0], True)

@@ -20,17 +20,17 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlencode
 
-from pipeline import kafka
-from pipeline.broker import DevBroker, free_port
-from pipeline.migrations import migrate
-from pipeline.proxy import ProxyService
-from pipeline.settings import load_settings
-from pipeline.sqlpolicy import Limits, decide
-from pipeline.store import EmbeddedStore
-from pipeline.topics import USERS, apply_topics
-from pipeline.users import hash_password, user_key
-from schemas import Codec
-from schemas.models import User, UserRole
+from alpr.core import kafka
+from alpr.ops.broker import DevBroker, free_port
+from alpr.core.migrations import migrate
+from alpr.access.proxy import ProxyService
+from alpr.core.settings import load_settings
+from alpr.access.sqlpolicy import Limits, decide
+from alpr.core.store import EmbeddedStore
+from alpr.core.topics import USERS, apply_topics
+from alpr.access.users import hash_password, user_key
+from alpr.schemas import Codec
+from alpr.schemas.models import User, UserRole
 
 PASSWORD = "bench password 1"
 PARAMS = urlencode({"SQL_case": "BENCH-1", "SQL_purpose": "proxy overhead benchmark"})

@@ -31,15 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
 
-from pipeline import kafka  # noqa: E402
-from pipeline.broker import DevBroker, free_port  # noqa: E402
-from pipeline.footage import car_frame  # noqa: E402
-from pipeline.lag import group_lag  # noqa: E402
-from pipeline.settings import load_settings  # noqa: E402
-from pipeline.status import StatusFollower  # noqa: E402
-from pipeline.topics import FRAMES, READS, TOPICS, apply_topics  # noqa: E402
-from pipeline.worker import GROUP  # noqa: E402
-from schemas import Codec, Frame, GeoPosition, PlateRead  # noqa: E402
+from alpr.core import kafka  # noqa: E402
+from alpr.ops.broker import DevBroker, free_port  # noqa: E402
+from alpr.recognition.footage import car_frame  # noqa: E402
+from alpr.core.lag import group_lag  # noqa: E402
+from alpr.core.settings import load_settings  # noqa: E402
+from alpr.ops.status import StatusFollower  # noqa: E402
+from alpr.core.topics import FRAMES, READS, TOPICS, apply_topics  # noqa: E402
+from alpr.recognition.worker import GROUP  # noqa: E402
+from alpr.schemas import Codec, Frame, GeoPosition, PlateRead  # noqa: E402
 
 LETTERS = "ABCDEFGHKLMNPRSTUVWXYZ"
 
@@ -77,7 +77,7 @@ def start_worker(settings, work: Path, name: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
     env.update(ALPR_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, ALPR_DATA_DIR=str(work), ALPR_METRICS_PORT="0",
                ALPR_INSTANCE_ID=name, ALPR_HEARTBEAT_INTERVAL_S="1", ALPR_LOG_LEVEL="WARNING")
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", "--batch-size", "4"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "alpr.cli", "worker", "--batch-size", "4"], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "wb"))
 
 
@@ -107,7 +107,7 @@ def main() -> None:
                    for i, p in enumerate(plates(96))]
     # Which images the reader reads at all: a frame of an image it cannot read has no read to
     # find, and would look like a lost frame. Same reader and settings as the workers.
-    from gpu import decode_image, open_reader
+    from alpr.gpu import decode_image, open_reader
 
     reader = open_reader("onnxruntime", threads=1)
     readable = {i for i, jpeg in enumerate(frames_jpeg) if reader.read(decode_image(jpeg))}

@@ -32,14 +32,15 @@ sys.path.insert(0, str(REPO))
 
 import pyarrow as pa  # noqa: E402
 
-from pipeline import kafka, retention, sink  # noqa: E402
-from pipeline.audit import AuditLog  # noqa: E402
-from pipeline.broker import DevBroker, free_port  # noqa: E402
-from pipeline.migrations import migrate  # noqa: E402
-from pipeline.settings import load_settings  # noqa: E402
-from pipeline.store import EmbeddedStore  # noqa: E402
-from pipeline.topics import READS, apply_topics  # noqa: E402
-from schemas import Codec, GeoPosition, PlateRead  # noqa: E402
+from alpr.core import kafka  # noqa: E402
+from alpr.warehouse import retention, sink  # noqa: E402
+from alpr.audit.trail import AuditLog  # noqa: E402
+from alpr.ops.broker import DevBroker, free_port  # noqa: E402
+from alpr.core.migrations import migrate  # noqa: E402
+from alpr.core.settings import load_settings  # noqa: E402
+from alpr.core.store import EmbeddedStore  # noqa: E402
+from alpr.core.topics import READS, apply_topics  # noqa: E402
+from alpr.schemas import Codec, GeoPosition, PlateRead  # noqa: E402
 
 # A plate per vehicle: digit, three letters, three digits; ~1 M vehicles seen ~10 times each.
 PLATE = ("concat(toString(h % 10), char(65 + intDiv(h, 10) % 26), char(65 + intDiv(h, 260) % 26), "

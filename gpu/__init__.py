@@ -1,8 +1,8 @@
 """Plate reading core: detector + recognizer on ONNX Runtime (CPU) or TensorRT (GPU)."""
 
-from gpu.backends import BackendUnavailable
-from gpu.imaging import CorruptImage, decode_image
-from gpu.reader import PlateReader, PlateText, ReaderSettings, open_reader
+from alpr.gpu.backends import BackendUnavailable
+from alpr.gpu.imaging import CorruptImage, decode_image
+from alpr.gpu.reader import PlateReader, PlateText, ReaderSettings, open_reader
 
 __all__ = [
     "BackendUnavailable",

@@ -7,10 +7,11 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
-from gpu.models import ModelFile
+from alpr.gpu.models import ModelFile
+from alpr.core.errors import Unavailable
 
 
-class BackendUnavailable(Exception):
+class BackendUnavailable(Unavailable):
     """The requested backend cannot run on this machine; the message says what is missing."""
 
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gpu.backends import Backend
-from gpu.models import ModelFile
+from alpr.gpu.backends import Backend
+from alpr.gpu.models import ModelFile
 
 
 def batch_slices(count: int, max_batch: int) -> list[slice]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from alpr.core.errors import AlprError
 
 
-class CorruptImage(ValueError):
+class CorruptImage(AlprError, ValueError):
     """The bytes do not decode to an image (truncated upload, wrong content type...)."""
 
 

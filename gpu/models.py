@@ -11,10 +11,11 @@ from pathlib import Path
 
 import onnx
 
-from gpu.graphs import detector_heads
+from alpr.gpu.graphs import detector_heads
+from alpr.core.errors import AlprError
 
 
-class ModelMissing(RuntimeError):
+class ModelMissing(AlprError):
     """A wheel that carries model weights is not installed."""
 
 

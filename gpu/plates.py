@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gpu.recognize import ALPHABET, Characters
+from alpr.gpu.recognize import ALPHABET, Characters
 
 # L = letter, N = digit, STICKER = a gap where a sticker or emblem sits on many plates of
 # that format (Czech inspection stickers, Slovak coats of arms), which the recognizer reads

@@ -17,11 +17,11 @@ from importlib.metadata import version
 
 import numpy as np
 
-from gpu import detect, plates, recognize, textlines
-from gpu.backends import Backend, BackendUnavailable, OnnxRuntimeBackend
-from gpu.batching import run_batched
-from gpu.imaging import crop
-from gpu.models import DETECTOR, RECOGNIZER, TEXT_DETECTOR, ModelFile
+from alpr.gpu import detect, plates, recognize, textlines
+from alpr.gpu.backends import Backend, BackendUnavailable, OnnxRuntimeBackend
+from alpr.gpu.batching import run_batched
+from alpr.gpu.imaging import crop
+from alpr.gpu.models import DETECTOR, RECOGNIZER, TEXT_DETECTOR, ModelFile
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def open_reader(
             raise TypeError(f"options not understood by the onnxruntime backend: {sorted(kw)}")
         engine: Backend = OnnxRuntimeBackend(threads=threads)
     elif backend == "tensorrt":
-        from gpu.tensorrt_engine import TensorRTBackend
+        from alpr.gpu.tensorrt_engine import TensorRTBackend
 
         engine = TensorRTBackend(**kw)  # type: ignore[arg-type]
     else:

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from gpu.backends import BackendUnavailable
-from gpu.models import DETECTOR, RECOGNIZER, TEXT_DETECTOR, ModelFile
-from gpu.recognize import HEIGHT, WIDTH
+from alpr.gpu.backends import BackendUnavailable
+from alpr.gpu.models import DETECTOR, RECOGNIZER, TEXT_DETECTOR, ModelFile
+from alpr.gpu.recognize import HEIGHT, WIDTH
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from pipeline import logs
-from pipeline.errors import AlprError
-from pipeline.settings import describe, settings
+from alpr.core import logs
+from alpr.core.errors import AlprError
+from alpr.core.settings import describe, settings
 
 
 class _Group(click.Group):
@@ -45,7 +45,7 @@ def stack() -> None:
 @stack.command("up")
 def stack_up() -> None:
     """Start the dev broker, create topics, migrate the embedded ClickHouse."""
-    from pipeline import stack as st
+    from alpr.ops import stack as st
 
     for c in st.up(settings()):
         click.echo(f"{c.name:<28} {c.state:<9} {c.where}")
@@ -54,7 +54,7 @@ def stack_up() -> None:
 @stack.command("down")
 def stack_down() -> None:
     """Stop what `stack up` started."""
-    from pipeline import stack as st
+    from alpr.ops import stack as st
 
     stopped = st.down(settings())
     click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -63,7 +63,7 @@ def stack_down() -> None:
 @stack.command("status")
 def stack_status() -> None:
     """Say what runs where."""
-    from pipeline import stack as st
+    from alpr.ops import stack as st
 
     for c in st.status(settings()):
         click.echo(f"{c.name:<28} {c.state:<9} {c.where}")
@@ -77,8 +77,8 @@ def topics() -> None:
 @topics.command("apply")
 def topics_apply() -> None:
     """Create missing topics on the configured cluster."""
-    from pipeline import kafka
-    from pipeline.topics import apply_topics
+    from alpr.core import kafka
+    from alpr.core.topics import apply_topics
 
     s = settings()
     kafka.check_reachable(s)
@@ -89,8 +89,8 @@ def topics_apply() -> None:
 @cli.command("migrate")
 def migrate_cmd() -> None:
     """Apply ClickHouse migrations (embedded store or server)."""
-    from pipeline.migrations import migrate
-    from pipeline.store import open_store
+    from alpr.core.migrations import migrate
+    from alpr.core.store import open_store
 
     s = settings()
     store = open_store(s)
@@ -108,7 +108,7 @@ def demo_cmd(duration: float) -> None:
     """Run every stage on the embedded stack with sample footage; last line is a JSON summary."""
     import os
 
-    from pipeline.demo import run_demo
+    from alpr.ops.demo import run_demo
 
     if "ALPR_LOG_LEVEL" not in os.environ:  # the demo narrates; stage logs would drown it
         logs.configure("WARNING", settings().log_format)
@@ -118,10 +118,10 @@ def demo_cmd(duration: float) -> None:
 def _register_domains() -> None:
     import importlib
 
-    from pipeline.commands import DOMAINS
+    from alpr.commands import DOMAINS
 
     for domain in DOMAINS:
-        for command in importlib.import_module(f"pipeline.commands.{domain}").COMMANDS:
+        for command in importlib.import_module(f"alpr.commands.{domain}").COMMANDS:
             cli.add_command(command)
 
 

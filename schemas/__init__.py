@@ -1,7 +1,7 @@
 """Avro contracts (`*.avsc`) and their typed models (`schemas.models`)."""
 
-from schemas.codec import Codec, UndecodableRecord
-from schemas.models import (
+from alpr.schemas.codec import Codec, UndecodableRecord
+from alpr.schemas.models import (
     Alert, AuditEvent, DeadLetter, EvidenceHold, Frame, GeoPosition, HotlistEntry,
     PartialPlate, PlateRead, Record, ReleaseRequest, normalize_plate,
 )

@@ -25,7 +25,8 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from pydantic import ValidationError
 
-from schemas import models
+from alpr.schemas import models
+from alpr.core.errors import AlprError
 
 SCHEMA_DIR = Path(__file__).parent
 # Files that define named types must come before the files that use them.
@@ -40,7 +41,7 @@ CONFLUENT_MAGIC = b"\x00"
 R = TypeVar("R", bound=models.Record)
 
 
-class UndecodableRecord(ValueError):
+class UndecodableRecord(AlprError, ValueError):
     """A value that cannot become a trusted record; `reason` says why, for the dead-letter topic."""
 
     def __init__(self, reason: str) -> None:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import kafka
-from pipeline.broker import DevBroker, free_port
-from pipeline.migrations import migrate
-from pipeline.settings import Settings, load_settings
-from pipeline.store import EmbeddedStore
-from pipeline.topics import apply_topics
-from schemas import Codec
+from alpr.core import kafka
+from alpr.ops.broker import DevBroker, free_port
+from alpr.core.migrations import migrate
+from alpr.core.settings import Settings, load_settings
+from alpr.core.store import EmbeddedStore
+from alpr.core.topics import apply_topics
+from alpr.schemas import Codec
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from pipeline import kafka
-from pipeline.topics import USERS
-from pipeline.users import hash_password, user_key
-from schemas.models import User
+from alpr.core import kafka
+from alpr.core.topics import USERS
+from alpr.access.users import hash_password, user_key
+from alpr.schemas.models import User
 
 PASSWORD = "correct horse battery"
 NOW = datetime.now(timezone.utc)

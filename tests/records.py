@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from schemas.models import (
+from alpr.schemas.models import (
     Alert, AuditEvent, DeadLetter, EvidenceHold, Frame, GeoPosition, HotlistEntry, PartialPlate,
     PlateRead, ReleaseRequest,
 )
-from schemas.models import LoginLockout, User
+from alpr.schemas.models import LoginLockout, User
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=timezone.utc)
 POS = GeoPosition(lat=38.5816, lon=-121.4944, heading_deg=270.0)

@@ -22,12 +22,13 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from pipeline import hotlist, kafka
-from pipeline.broker import DevBroker, free_port, pid_alive
-from pipeline.settings import load_settings
-from pipeline.topics import ALERTS, DEADLETTER, HOTLIST, PARTIALS, READS, apply_topics
-from schemas import Alert, Codec, DeadLetter, GeoPosition, PartialPlate, PlateRead
-from topologies.alerts import VERIFY_NOTICE, format_alert
+from alpr.alerting import hotlist
+from alpr.core import kafka
+from alpr.ops.broker import DevBroker, free_port, pid_alive
+from alpr.core.settings import load_settings
+from alpr.core.topics import ALERTS, DEADLETTER, HOTLIST, PARTIALS, READS, apply_topics
+from alpr.schemas import Alert, Codec, DeadLetter, GeoPosition, PartialPlate, PlateRead
+from alpr.topologies.alerts import VERIFY_NOTICE, format_alert
 
 NOW = datetime.now(timezone.utc)
 INSIDE = GeoPosition(lat=38.58, lon=-121.50)    # inside the test reservation
@@ -92,7 +93,7 @@ class Worker:
     def __init__(self, env: dict, log: Path) -> None:
         self.log = log
         with open(log, "ab") as fh:
-            self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "alerts"], env=env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "alpr.cli", "alerts"], env=env,
                                          stdout=fh, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1])
 
     def stop(self) -> tuple[int, float]:
@@ -293,7 +294,7 @@ def test_restart_keeps_state_and_misses_no_read(topology, env):
 def test_operator_view_prints_alerts_for_a_person(topology):
     import io
 
-    from topologies.alerts import follow
+    from alpr.topologies.alerts import follow
 
     out, deadline = io.StringIO(), time.monotonic() + 20
     shown = follow(topology["settings"], topology["codec"], out, from_beginning=True,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.audit import AuditLog, AuditUnavailable, read_events, verify_events
-from pipeline.broker import free_port
+from alpr.audit.trail import AuditLog, AuditUnavailable, read_events, verify_events
+from alpr.ops.broker import free_port
 
 
 def _write(settings, codec, writer: str, n: int) -> None:
@@ -18,8 +18,8 @@ def _write(settings, codec, writer: str, n: int) -> None:
 @pytest.fixture(scope="module")
 def chain(broker, tmp_path_factory):
     """Two writers and a restarted writer on the shared broker's audit topic."""
-    from pipeline.settings import load_settings
-    from schemas import Codec
+    from alpr.core.settings import load_settings
+    from alpr.schemas import Codec
 
     settings = load_settings(kafka_bootstrap=broker.bootstrap)
     codec = Codec()

@@ -8,18 +8,18 @@ from datetime import datetime, timezone
 import pytest
 from click.testing import CliRunner
 
-from pipeline import kafka
-from pipeline.audit import AuditLog, read_events
-from pipeline.auditreport import build_report, period, render_text
-from pipeline.topics import AUDIT
-from schemas import AuditEvent
+from alpr.core import kafka
+from alpr.audit.trail import AuditLog, read_events
+from alpr.audit.report import build_report, period, render_text
+from alpr.core.topics import AUDIT
+from alpr.schemas import AuditEvent
 from tests.conftest import make_topic
 from tests.people import PASSWORD, publish_user
 
 
 @pytest.fixture
 def cli_env(settings, monkeypatch):
-    from pipeline.settings import settings as cached
+    from alpr.core.settings import settings as cached
 
     monkeypatch.setenv("ALPR_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
     cached.cache_clear()
@@ -28,7 +28,7 @@ def cli_env(settings, monkeypatch):
 
 
 def _alpr(args, stdin: str = ""):
-    from pipeline.cli import cli
+    from alpr.cli import cli
 
     return CliRunner().invoke(cli, args, input=stdin, catch_exceptions=False)
 

@@ -7,11 +7,11 @@ import threading
 import cv2
 import numpy as np
 
-from pipeline.camera import Camera, CameraConfig, open_source
-from pipeline.footage import car_frame
-from pipeline.kafka import Publisher
-from pipeline.topics import FRAMES
-from schemas import Frame
+from alpr.recognition.camera import Camera, CameraConfig, open_source
+from alpr.recognition.footage import car_frame
+from alpr.core.kafka import Publisher
+from alpr.core.topics import FRAMES
+from alpr.schemas import Frame
 from tests.conftest import drain
 
 
@@ -52,7 +52,7 @@ def test_unopenable_source_retries_with_backoff_and_stops_on_request(settings, c
 def test_missing_path_is_a_source_error() -> None:
     import pytest
 
-    from pipeline.camera import SourceError
+    from alpr.recognition.camera import SourceError
 
     with pytest.raises(SourceError):
         open_source("/nonexistent/path")

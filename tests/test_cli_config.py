@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import free_port
+from alpr.ops.broker import free_port
 
-ALPR = [sys.executable, "-m", "pipeline.cli"]
+ALPR = [sys.executable, "-m", "alpr.cli"]
 
 
 def run_alpr(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -48,7 +48,7 @@ def test_retention_below_one_year_refused() -> None:
 def test_config_file_values_apply_and_env_wins(tmp_path) -> None:
     cfg = tmp_path / "alpr.toml"
     cfg.write_text('retention_days = 400\nagency = "XYZ"\n')
-    from pipeline.settings import load_settings
+    from alpr.core.settings import load_settings
 
     os.environ["ALPR_CONFIG"] = str(cfg)
     os.environ["ALPR_AGENCY"] = "ENV"
@@ -81,15 +81,15 @@ def test_stack_up_status_down(tmp_path) -> None:
         assert up.returncode == 0, up.stderr
         status = run_alpr("stack", "status", env=env).stdout
         assert "running" in status and f"127.0.0.1:{env['ALPR_BROKER_PORT']}" in status
-        from pipeline.migrations import available
+        from alpr.core.migrations import available
 
         assert f"schema {available()[-1].version}" in status
         again = run_alpr("stack", "up", env=env)
         assert_one_line_error(again, "already up")
         # topics exist on the broker `up` started
-        from pipeline import kafka
-        from pipeline.settings import load_settings
-        from pipeline.topics import TOPICS
+        from alpr.core import kafka
+        from alpr.core.settings import load_settings
+        from alpr.core.topics import TOPICS
 
         s = load_settings(kafka_bootstrap=f"127.0.0.1:{env['ALPR_BROKER_PORT']}")
         assert set(TOPICS) <= set(kafka.admin(s).list_topics(timeout=10).topics)

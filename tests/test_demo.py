@@ -14,7 +14,7 @@ import pytest
 @pytest.mark.timeout(300)
 def test_demo_shows_reads_alerts_storage_and_audit() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo", "--duration", "35"], env=env,
+    done = subprocess.run([sys.executable, "-m", "alpr.cli", "demo", "--duration", "35"], env=env,
                           capture_output=True, text=True, timeout=280, cwd=Path(__file__).parents[1])
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])

@@ -9,12 +9,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from click.testing import CliRunner
 
-from schemas import Codec
+from alpr.schemas import Codec
 
-from pipeline import evidence, holds, kafka, sink
-from pipeline.audit import AuditLog, read_events
-from pipeline.cli import cli
-from pipeline.errors import AlprError
+from alpr.warehouse import evidence
+from alpr.warehouse import holds
+from alpr.core import kafka
+from alpr.warehouse import sink
+from alpr.audit.trail import AuditLog, read_events
+from alpr.cli import cli
+from alpr.core.errors import AlprError
 from tests.records import read
 
 NOW = datetime.now(timezone.utc)
@@ -88,7 +91,7 @@ def test_export_refuses_without_a_hold_or_into_a_used_folder(package, settings, 
 
 def test_export_and_verify_through_the_cli(settings, monkeypatch, tmp_path, unique) -> None:
     """The commands open the store themselves (no fixture holds it here)."""
-    from pipeline.settings import settings as cached
+    from alpr.core.settings import settings as cached
 
     monkeypatch.setenv("ALPR_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
     monkeypatch.setenv("ALPR_DATA_DIR", str(settings.data_dir))

@@ -50,14 +50,14 @@ def _gpu_tensorrt(builds: list[bytes]) -> types.ModuleType:
 
 @pytest.fixture
 def backend(tmp_path, monkeypatch):
-    from gpu.tensorrt_engine import TensorRTBackend
+    from alpr.gpu.tensorrt_engine import TensorRTBackend
 
     monkeypatch.setitem(sys.modules, "tensorrt", _gpu_tensorrt([]))
     return TensorRTBackend(max_batch=32, cache_dir=tmp_path)
 
 
 def test_pinned_buffers_and_stream_give_exact_results_for_every_batch_size(backend) -> None:
-    from gpu.models import RECOGNIZER
+    from alpr.gpu.models import RECOGNIZER
 
     rng = np.random.default_rng(7)
     for n in (1, 3, 16, 32, 5, 32):  # buffers grow and are reused
@@ -69,7 +69,7 @@ def test_pinned_buffers_and_stream_give_exact_results_for_every_batch_size(backe
 
 def test_transfer_and_launch_cost_of_a_recognizer_batch(backend, capsys) -> None:
     """Not a benchmark gate: prints what one batch of 16 crops costs through the plumbing."""
-    from gpu.models import RECOGNIZER
+    from alpr.gpu.models import RECOGNIZER
 
     batch = np.random.default_rng(1).uniform(0, 1, size=(16, 3, 48, 320)).astype(np.float16)
     for _ in range(5):

@@ -8,12 +8,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from click.testing import CliRunner
 
-from pipeline import holds, kafka, sink
-from pipeline.audit import AuditLog, AuditUnavailable, read_events
-from pipeline.broker import free_port
-from pipeline.cli import cli
-from pipeline.settings import settings as cached_settings
-from schemas import Codec
+from alpr.warehouse import holds
+from alpr.core import kafka
+from alpr.warehouse import sink
+from alpr.audit.trail import AuditLog, AuditUnavailable, read_events
+from alpr.ops.broker import free_port
+from alpr.cli import cli
+from alpr.core.settings import settings as cached_settings
+from alpr.schemas import Codec
 from tests.people import PASSWORD, publish_user
 from tests.records import read
 

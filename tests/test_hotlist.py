@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import hotlist, kafka
-from pipeline.audit import read_events
-from pipeline.broker import DevBroker, free_port
-from pipeline.partials import BadInput
-from pipeline.settings import load_settings
-from pipeline.topics import HOTLIST, apply_topics
-from schemas import Codec, HotlistEntry
+from alpr.alerting import hotlist
+from alpr.core import kafka
+from alpr.audit.trail import read_events
+from alpr.ops.broker import DevBroker, free_port
+from alpr.alerting.partials import BadInput
+from alpr.core.settings import load_settings
+from alpr.core.topics import HOTLIST, apply_topics
+from alpr.schemas import Codec, HotlistEntry
 
 HEADER = "plate,state,reason,source,case_number,expires\n"
 
@@ -142,8 +143,8 @@ def test_hotlist_cli_logs_its_user_in(mod_settings, monkeypatch, tmp_path):
     """Only a trained member with the right password changes the list, and the audit names them."""
     from click.testing import CliRunner
 
-    from pipeline.cli import cli
-    from pipeline.settings import settings as cached
+    from alpr.cli import cli
+    from alpr.core.settings import settings as cached
     from tests.people import PASSWORD, publish_user
 
     codec = Codec()

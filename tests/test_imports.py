@@ -9,11 +9,13 @@ from datetime import datetime, timezone
 import pytest
 from click.testing import CliRunner
 
-from pipeline import imports, kafka, sink
-from pipeline.cli import cli
-from pipeline.settings import settings as cached_settings
-from pipeline.topics import READS, TOPICS
-from schemas import PlateRead
+from alpr.warehouse import imports
+from alpr.core import kafka
+from alpr.warehouse import sink
+from alpr.cli import cli
+from alpr.core.settings import settings as cached_settings
+from alpr.core.topics import READS, TOPICS
+from alpr.schemas import PlateRead
 
 JPEG = b"\xff\xd8\xff\xe0partner-crop\xff\xd9"
 GOOD_CSV = (
@@ -29,7 +31,7 @@ def alpr(settings, monkeypatch):
     monkeypatch.setenv("ALPR_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
     monkeypatch.setenv("ALPR_DATA_DIR", str(settings.data_dir))
     cached_settings.cache_clear()
-    from schemas import Codec
+    from alpr.schemas import Codec
     from tests.people import PASSWORD, publish_user
 
     publish_user(settings, Codec(), "feed-admin", role="ADMINISTRATOR")  # imports are an administrator's job

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from pipeline.kafka import Publisher, RecordConsumer
-from pipeline.topics import DEADLETTER
-from schemas import Codec, DeadLetter, PlateRead
+from alpr.core.kafka import Publisher, RecordConsumer
+from alpr.core.topics import DEADLETTER
+from alpr.schemas import Codec, DeadLetter, PlateRead
 from tests import records
 from tests.conftest import drain, make_topic
 

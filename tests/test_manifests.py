@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.topics import FRAMES, TOPICS
-from pipeline.worker import GROUP
+from alpr.core.topics import FRAMES, TOPICS
+from alpr.recognition.worker import GROUP
 
 ROOT = Path(__file__).parents[1]
 K8S = ROOT / "infra" / "k8s"

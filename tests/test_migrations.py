@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import AlprError
-from pipeline.migrations import Migration, available, migrate
+from alpr.core.errors import AlprError
+from alpr.core.migrations import Migration, available, migrate
 
 
 def test_migrations_applied_once(store, settings) -> None:
@@ -19,6 +19,6 @@ def test_migrations_applied_once(store, settings) -> None:
 def test_changed_migration_refused(store, settings, monkeypatch) -> None:
     first = available()[0]
     edited = Migration(first.version, first.name, first.sql + "\n-- edited\n")
-    monkeypatch.setattr("pipeline.migrations.available", lambda: [edited])
+    monkeypatch.setattr("alpr.core.migrations.available", lambda: [edited])
     with pytest.raises(AlprError, match="changed after it was applied"):
         migrate(store, settings)

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline import kafka
-from pipeline.broker import DevBroker, free_port
-from pipeline.settings import load_settings
-from pipeline.status import StatusFollower
-from pipeline.topics import FRAMES, READS, STATUS, TOPICS, apply_topics
-from pipeline.worker import GROUP
-from schemas import Codec, PlateRead
-from schemas.models import Heartbeat
+from alpr.core import kafka
+from alpr.ops.broker import DevBroker, free_port
+from alpr.core.settings import load_settings
+from alpr.ops.status import StatusFollower
+from alpr.core.topics import FRAMES, READS, STATUS, TOPICS, apply_topics
+from alpr.recognition.worker import GROUP
+from alpr.schemas import Codec, PlateRead
+from alpr.schemas.models import Heartbeat
 from tests.conftest import drain
 
 
@@ -39,7 +39,7 @@ def _spawn(settings, tmp_path: Path, name: str, *args: str, **env: str) -> subpr
     e = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
     e.update(ALPR_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, ALPR_DATA_DIR=str(tmp_path), ALPR_METRICS_PORT="0",
              ALPR_HEARTBEAT_INTERVAL_S="1", ALPR_INSTANCE_ID=name, **env)
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], env=e, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "alpr.cli", *args], env=e, stdout=subprocess.PIPE,
                             stderr=open(tmp_path / f"{name}.log", "wb"), text=True)
 
 
@@ -137,7 +137,7 @@ def test_alerts_warehouse_and_proxy_metrics_move_with_traffic(stack, tmp_path) -
     """Hotlist entry + reads in; alerts raised, rows stored, an analyst query served: each process's counters move."""
     import clickhouse_connect
 
-    from pipeline import hotlist
+    from alpr.alerting import hotlist
     from tests.people import PASSWORD, publish_user
     from tests.records import hotlist as hotlist_entry
     from tests.records import read
@@ -188,7 +188,7 @@ def test_standalone_proxy_serves_metrics_and_stops_on_sigterm(stack, tmp_path) -
     settings, codec = stack, Codec()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
     env.update(ALPR_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, ALPR_DATA_DIR=str(tmp_path))
-    assert subprocess.run([sys.executable, "-m", "pipeline.cli", "migrate"], env=env, capture_output=True,
+    assert subprocess.run([sys.executable, "-m", "alpr.cli", "migrate"], env=env, capture_output=True,
                           timeout=60).returncode == 0
     publish_user(settings, codec, "analyst-px")
     port = free_port()

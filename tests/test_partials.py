@@ -7,11 +7,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline import kafka, partials
-from pipeline.audit import read_events
-from pipeline.partials import BadInput, PatternIndex, compile_all, normalize_pattern, scan_match
-from pipeline.topics import PARTIALS
-from schemas import Codec, PartialPlate
+from alpr.core import kafka
+from alpr.alerting import partials
+from alpr.audit.trail import read_events
+from alpr.alerting.partials import BadInput, PatternIndex, compile_all, normalize_pattern, scan_match
+from alpr.core.topics import PARTIALS
+from alpr.schemas import Codec, PartialPlate
 
 NOW = datetime.now(timezone.utc)
 ALPHABET = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"

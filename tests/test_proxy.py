@@ -19,16 +19,16 @@ import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from pipeline.audit import AuditLog, read_events
-from pipeline.broker import free_port
-from pipeline.migrations import migrate
-from pipeline.proxy import ProxyService, count_rows
-from pipeline.settings import load_settings
-from pipeline.sqlpolicy import Limits, PolicyRefused, check_case, decide
-from pipeline.store import EmbeddedStore
-from pipeline.users import UserDirectory
-from schemas import Codec
-from schemas.models import UserRole
+from alpr.audit.trail import AuditLog, read_events
+from alpr.ops.broker import free_port
+from alpr.core.migrations import migrate
+from alpr.access.proxy import ProxyService, count_rows
+from alpr.core.settings import load_settings
+from alpr.access.sqlpolicy import Limits, PolicyRefused, check_case, decide
+from alpr.core.store import EmbeddedStore
+from alpr.access.users import UserDirectory
+from alpr.schemas import Codec
+from alpr.schemas.models import UserRole
 from tests.people import PASSWORD, publish_user
 
 CASE = {"SQL_case": "24-0107", "SQL_purpose": "stolen vehicle investigation"}
@@ -338,7 +338,7 @@ def test_audit_broker_down_means_no_data(env) -> None:
 
 
 def test_not_loopback_without_tls_refused(env) -> None:
-    from pipeline.errors import ConfigError
+    from alpr.core.errors import ConfigError
 
     exposed = env["settings"].model_copy(update={"bind_host": "0.0.0.0"})
     with pytest.raises(ConfigError, match="TLS"):

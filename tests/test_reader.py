@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from gpu import (
+from alpr.gpu import (
     BackendUnavailable,
     CorruptImage,
     PlateText,
@@ -21,13 +21,13 @@ from gpu import (
     open_reader,
     textlines,
 )
-from gpu.batching import batch_slices, run_batched
-from gpu.graphs import detector_heads
-from gpu.models import DETECTOR, RECOGNIZER, TEXT_DETECTOR, ModelFile
-from gpu.plates import REGION_FORMATS, fit, repair
-from gpu.reader import ReaderSettings
-from gpu.recognize import ALPHABET, AlphabetFold, Characters
-from gpu.tensorrt_engine import Profile, engine_cache_key, profile_for
+from alpr.gpu.batching import batch_slices, run_batched
+from alpr.gpu.graphs import detector_heads
+from alpr.gpu.models import DETECTOR, RECOGNIZER, TEXT_DETECTOR, ModelFile
+from alpr.gpu.plates import REGION_FORMATS, fit, repair
+from alpr.gpu.reader import ReaderSettings
+from alpr.gpu.recognize import ALPHABET, AlphabetFold, Characters
+from alpr.gpu.tensorrt_engine import Profile, engine_cache_key, profile_for
 
 PLATE_BOX = (255, 284, 385, 316)  # where scene() pastes the plate: x1, y1, x2, y2
 
@@ -426,7 +426,7 @@ def fake_tensorrt(builds: list[bytes]) -> types.ModuleType:
 
 
 def test_tensorrt_backend_builds_once_caches_and_runs_through_pinned_buffers(tmp_path, monkeypatch) -> None:
-    from gpu.tensorrt_engine import TensorRTBackend
+    from alpr.gpu.tensorrt_engine import TensorRTBackend
 
     builds: list[bytes] = []
     cudart = FakeCudart()

@@ -13,15 +13,15 @@ from pathlib import Path
 import cv2
 import pytest
 
-from gpu import open_reader
-from pipeline import kafka
-from pipeline.broker import DevBroker, free_port
-from pipeline.footage import DEMO_PLATES, Scene, car_frame, drive_by
-from pipeline.kafka import Publisher
-from pipeline.settings import load_settings
-from pipeline.topics import DEADLETTER, FRAMES, READS, apply_topics
-from pipeline.worker import RecognitionWorker, near, read_id
-from schemas import DeadLetter, Frame, PlateRead
+from alpr.gpu import open_reader
+from alpr.core import kafka
+from alpr.ops.broker import DevBroker, free_port
+from alpr.recognition.footage import DEMO_PLATES, Scene, car_frame, drive_by
+from alpr.core.kafka import Publisher
+from alpr.core.settings import load_settings
+from alpr.core.topics import DEADLETTER, FRAMES, READS, apply_topics
+from alpr.recognition.worker import RecognitionWorker, near, read_id
+from alpr.schemas import DeadLetter, Frame, PlateRead
 from tests.conftest import drain, make_topic
 
 
@@ -33,7 +33,7 @@ def reader():
 def _publish_frames(settings, codec, topic: str, images, camera_id: str = "cam-t") -> list[Frame]:
     from datetime import datetime, timedelta, timezone
 
-    from schemas import GeoPosition
+    from alpr.schemas import GeoPosition
 
     pub = Publisher(settings, codec, "test-camera")
     frames = []
@@ -82,7 +82,7 @@ def test_known_plates_read_end_to_end_one_read_per_car(settings, codec, reader, 
 def test_corrupt_frame_goes_to_deadletter_and_worker_keeps_going(settings, codec, reader, unique) -> None:
     from datetime import datetime, timezone
 
-    from schemas import GeoPosition
+    from alpr.schemas import GeoPosition
 
     frames_topic, reads_topic = make_topic(settings, f"frames-{unique}"), make_topic(settings, f"reads-{unique}")
     pub = Publisher(settings, codec, "test")
@@ -120,7 +120,7 @@ def own_broker(tmp_path):
 def _start_worker(settings, tmp_path: Path, name: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
     env.update(ALPR_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, ALPR_DATA_DIR=str(tmp_path))
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", "--batch-size", "4"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "alpr.cli", "worker", "--batch-size", "4"], env=env,
                             stdout=subprocess.PIPE, stderr=open(tmp_path / f"{name}.log", "wb"))
 
 

@@ -10,11 +10,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from click.testing import CliRunner
 
-from pipeline.audit import AuditLog, read_events
-from pipeline.errors import Refused
-from pipeline.releases import export, load_requests, review, submit
-from pipeline.users import Authenticator, UserDirectory
-from schemas.models import AgencyType, ReleaseStatus
+from alpr.audit.trail import AuditLog, read_events
+from alpr.core.errors import Refused
+from alpr.access.releases import export, load_requests, review, submit
+from alpr.access.users import Authenticator, UserDirectory
+from alpr.schemas.models import AgencyType, ReleaseStatus
 from tests.people import PASSWORD, publish_user
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -109,8 +109,8 @@ def test_denied_request_cannot_be_exported(settings, codec, people, reads, tmp_p
 
 
 def test_cli_review_needs_the_supervisors_password(settings, codec, people, monkeypatch) -> None:
-    from pipeline.cli import cli
-    from pipeline.settings import settings as cached
+    from alpr.cli import cli
+    from alpr.core.settings import settings as cached
 
     users, audit = people
     req = _request(settings, codec, audit, users["analyst"])

@@ -12,10 +12,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline import holds, kafka, retention, sink
-from pipeline.audit import AuditLog, read_events
-from pipeline.errors import ConfigError, Refused
-from pipeline.settings import load_settings
+from alpr.warehouse import holds
+from alpr.core import kafka
+from alpr.warehouse import retention
+from alpr.warehouse import sink
+from alpr.audit.trail import AuditLog, read_events
+from alpr.core.errors import ConfigError, Refused
+from alpr.core.settings import load_settings
 from tests.records import alert, read
 
 NOW = datetime.now(timezone.utc)
@@ -133,13 +136,13 @@ def test_enforce_command_prints_counts(settings, monkeypatch) -> None:
 
     from click.testing import CliRunner
 
-    from pipeline.cli import cli
-    from pipeline.settings import settings as cached
+    from alpr.cli import cli
+    from alpr.core.settings import settings as cached
 
     monkeypatch.setenv("ALPR_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
     monkeypatch.setenv("ALPR_DATA_DIR", str(settings.data_dir))
     cached.cache_clear()
-    from schemas import Codec
+    from alpr.schemas import Codec
     from tests.people import PASSWORD, publish_user
 
     publish_user(settings, Codec(), "records1", role="ADMINISTRATOR")

@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from schemas import Codec, PlateRead, UndecodableRecord
-from schemas.models import RECORD_TYPES, Frame
+from alpr.schemas import Codec, PlateRead, UndecodableRecord
+from alpr.schemas.models import RECORD_TYPES, Frame
 from tests import records
 
 

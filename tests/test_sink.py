@@ -22,12 +22,13 @@ import pyarrow as pa
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline import kafka, sink
-from pipeline.errors import Unavailable
-from pipeline.store import Store, StoreError
-from pipeline.topics import DEADLETTER
-from pipeline.warehouse import IN_USE, Warehouse, embedded_lock, open_store_for_command, warehouse_running
-from schemas import DeadLetter, EvidenceHold
+from alpr.core import kafka
+from alpr.warehouse import sink
+from alpr.core.errors import Unavailable
+from alpr.core.store import Store, StoreError
+from alpr.core.topics import DEADLETTER
+from alpr.warehouse.service import IN_USE, Warehouse, embedded_lock, open_store_for_command, warehouse_running
+from alpr.schemas import DeadLetter, EvidenceHold
 from tests.conftest import make_topic
 from tests.records import alert, audit, read
 
@@ -280,7 +281,7 @@ def test_alpr_warehouse_process_stops_on_sigterm(settings, tmp_path) -> None:
     env.update(ALPR_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, ALPR_DATA_DIR=str(tmp_path / "wh"),
                ALPR_SHUTDOWN_DEADLINE_S="10", ALPR_METRICS_PORT="0", ALPR_PROXY_PORT="0")
     root = Path(__file__).parents[1]
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "warehouse"], env=env, cwd=root,
+    proc = subprocess.Popen([sys.executable, "-m", "alpr.cli", "warehouse"], env=env, cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
@@ -289,11 +290,11 @@ def test_alpr_warehouse_process_stops_on_sigterm(settings, tmp_path) -> None:
         probe = settings.model_copy(update={"data_dir": tmp_path / "wh"})
         wait_until(lambda: warehouse_running(probe) or proc.poll() is not None, 60, "the warehouse to start")
         assert proc.poll() is None, "".join(lines)
-        from schemas import Codec
+        from alpr.schemas import Codec
         from tests.people import PASSWORD, publish_user
 
         publish_user(settings, Codec(), "admin-wh", role="ADMINISTRATOR")
-        other = subprocess.run([sys.executable, "-m", "pipeline.cli", "retention", "enforce", "--user", "admin-wh",
+        other = subprocess.run([sys.executable, "-m", "alpr.cli", "retention", "enforce", "--user", "admin-wh",
                                 "--password-stdin"], env=env, cwd=root, input=f"{PASSWORD}\n",
                                capture_output=True, text=True, timeout=60)
         assert other.returncode != 0 and other.stderr.strip().splitlines()[-1] == f"alpr: error: {IN_USE}"

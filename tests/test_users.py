@@ -8,14 +8,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from click.testing import CliRunner
 
-from pipeline import kafka
-from pipeline.audit import AuditLog, read_events
-from pipeline.errors import Refused
-from pipeline.topics import USERS
-from pipeline.users import (
+from alpr.core import kafka
+from alpr.audit.trail import AuditLog, read_events
+from alpr.core.errors import Refused
+from alpr.core.topics import USERS
+from alpr.access.users import (
     Authenticator, LoginRefused, UserDirectory, access_problem, hash_password, lockout_key, user_key,
 )
-from schemas.models import LoginLockout, User
+from alpr.schemas.models import LoginLockout, User
 from tests.people import PASSWORD, publish_user
 
 
@@ -112,7 +112,7 @@ def test_undecodable_user_record_fails_closed(settings, codec, unique, directory
 
 @pytest.fixture
 def cli_env(settings, monkeypatch):
-    from pipeline.settings import settings as cached
+    from alpr.core.settings import settings as cached
 
     monkeypatch.setenv("ALPR_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
     monkeypatch.setenv("ALPR_DATA_DIR", str(settings.data_dir))
@@ -122,7 +122,7 @@ def cli_env(settings, monkeypatch):
 
 
 def _alpr(args: list[str], stdin: str = ""):
-    from pipeline.cli import cli
+    from alpr.cli import cli
 
     return CliRunner().invoke(cli, args, input=stdin, catch_exceptions=False)
 

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipeline.when import BadTime, parse_when
+from alpr.core.times import BadTime, parse_when
 
 
 def test_bare_date_is_start_or_end_of_the_utc_day() -> None:

@@ -32,16 +32,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TextIO
 
-from pipeline import kafka
-from pipeline.geofence import Geofence, load_geofences, notices_for
-from pipeline.hotlist import HotlistIndex, read_compacted
-from pipeline.logs import get_log
-from pipeline.metrics import ALERTS_RAISED
-from pipeline.partials import PatternIndex
-from pipeline.runtime import ProcessRuntime
-from pipeline.settings import Settings
-from pipeline.topics import ALERTS, DEADLETTER, HOTLIST, PARTIALS, READS
-from schemas import (
+from alpr.core import kafka
+from alpr.alerting.geofence import Geofence, load_geofences, notices_for
+from alpr.alerting.hotlist import HotlistIndex, read_compacted
+from alpr.core.logs import get_log
+from alpr.core.metrics import ALERTS_RAISED
+from alpr.alerting.partials import PatternIndex
+from alpr.core.runtime import ProcessRuntime
+from alpr.core.settings import Settings
+from alpr.core.topics import ALERTS, DEADLETTER, HOTLIST, PARTIALS, READS
+from alpr.schemas import (
     Alert,
     Codec,
     DeadLetter,
@@ -223,7 +223,7 @@ def follow(settings: Settings, codec: Codec, out: TextIO, from_beginning: bool =
     """Print alerts as they arrive until `stop()` is true; returns how many were printed."""
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
-    from pipeline.hotlist import partitions_of
+    from alpr.alerting.hotlist import partitions_of
 
     parts = partitions_of(settings, ALERTS)
     c = Consumer(kafka.consumer_config(settings, f"{APP_ID}-follow", "alerts-follow",

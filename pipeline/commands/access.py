@@ -13,18 +13,18 @@ from pathlib import Path
 
 import click
 
-from pipeline.errors import AlprError
-from pipeline.session import ADMINISTRATORS, AUDITORS, SUPERVISORS, Session, login, login_options, read_passwords
-from pipeline.settings import settings
-from pipeline.when import parse_when
-from schemas.models import AgencyType, UserRole
+from alpr.core.errors import AlprError
+from alpr.access.login import ADMINISTRATORS, AUDITORS, SUPERVISORS, Session, login, login_options, read_passwords
+from alpr.core.settings import settings
+from alpr.core.times import parse_when
+from alpr.schemas.models import AgencyType, UserRole
 
 COMMANDS: list = []
 _ROLES = click.Choice([r.value.lower() for r in UserRole])
 
 
 def _codec():
-    from schemas import Codec
+    from alpr.schemas import Codec
 
     return Codec(settings().schema_registry_url)
 
@@ -45,7 +45,7 @@ def users() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read passwords from stdin: the administrator's, then the new user's.")
 def users_add(name: str, role: str, agency: str, trained: str | None, actor: str | None, password_stdin: bool) -> None:
     """Add a user; the new password is prompted (or read from stdin), never an argument."""
-    from pipeline.users import add_user
+    from alpr.access.users import add_user
 
     s = Session("users-cli")
     prompts = ([(f"password of {actor}", False)] if actor else []) + [(f"new password for {name}", True)]
@@ -70,7 +70,7 @@ def _admin_change(actor: str, password_stdin: bool):
 @click.option("--password-stdin", is_flag=True)
 def users_disable(name: str, reason: str, actor: str, password_stdin: bool) -> None:
     """Disable an account (it is never deleted)."""
-    from pipeline.users import disable_user
+    from alpr.access.users import disable_user
 
     s, admin = _admin_change(actor, password_stdin)
     disable_user(s.settings, s.codec, s.directory, s.audit, admin, name, reason)
@@ -83,7 +83,7 @@ def users_disable(name: str, reason: str, actor: str, password_stdin: bool) -> N
 @click.option("--password-stdin", is_flag=True)
 def users_enable(name: str, actor: str, password_stdin: bool) -> None:
     """Enable a disabled account again."""
-    from pipeline.users import enable_user
+    from alpr.access.users import enable_user
 
     s, admin = _admin_change(actor, password_stdin)
     enable_user(s.settings, s.codec, s.directory, s.audit, admin, name)
@@ -97,7 +97,7 @@ def users_enable(name: str, actor: str, password_stdin: bool) -> None:
 @click.option("--password-stdin", is_flag=True)
 def users_train(name: str, when: str, actor: str, password_stdin: bool) -> None:
     """Record completed ALPR training."""
-    from pipeline.users import record_training
+    from alpr.access.users import record_training
 
     s, admin = _admin_change(actor, password_stdin)
     record_training(s.settings, s.codec, s.directory, s.audit, admin, name, parse_when(when, '--date'))
@@ -110,7 +110,7 @@ def users_train(name: str, when: str, actor: str, password_stdin: bool) -> None:
 @click.option("--password-stdin", is_flag=True)
 def users_unlock(name: str, actor: str, password_stdin: bool) -> None:
     """Clear a lock placed after repeated failed logins."""
-    from pipeline.users import unlock_user
+    from alpr.access.users import unlock_user
 
     s, admin = _admin_change(actor, password_stdin)
     unlock_user(s.settings, s.codec, s.directory, s.audit, admin, name)
@@ -121,7 +121,7 @@ def users_unlock(name: str, actor: str, password_stdin: bool) -> None:
 @login_options
 def users_list(actor: str, password_stdin: bool) -> None:
     """One JSON line per user: role, agency, training, state (never the password hash). Administrators."""
-    from pipeline.users import describe_user
+    from alpr.access.users import describe_user
 
     session, _ = login(actor, password_stdin, ADMINISTRATORS, "users-cli")
     for user in session.directory.all():
@@ -136,11 +136,11 @@ COMMANDS.append(users)
 @click.command("proxy")
 def proxy_cmd() -> None:
     """Serve the gated SQL proxy (ClickHouse HTTP interface) until SIGTERM or Ctrl-C."""
-    from pipeline import kafka
-    from pipeline.proxy import ProxyService
-    from pipeline.store import open_store
+    from alpr.core import kafka
+    from alpr.access.proxy import ProxyService
+    from alpr.core.store import open_store
 
-    from pipeline.runtime import ProcessRuntime
+    from alpr.core.runtime import ProcessRuntime
 
     s = settings()
     kafka.check_reachable(s)
@@ -174,8 +174,8 @@ def audit() -> None:
 @click.option("--topic", default="alpr.audit", show_default=True, help="The audit topic (or a restored copy).")
 def audit_verify(topic: str) -> None:
     """Check the hash chain over the whole topic; exit non-zero if it is broken."""
-    from pipeline import kafka
-    from pipeline.auditreport import verify
+    from alpr.core import kafka
+    from alpr.audit.report import verify
 
     s = settings()
     kafka.check_reachable(s)
@@ -194,7 +194,7 @@ def audit_verify(topic: str) -> None:
 @login_options
 def audit_report(start: str, end: str, as_json: bool, topic: str, actor: str, password_stdin: bool) -> None:
     """The (quarterly) audit: queries, refusals, logins, releases, holds, purges, chain status. Auditors."""
-    from pipeline.auditreport import build_report, load, period, render_text
+    from alpr.audit.report import build_report, load, period, render_text
 
     session, _ = login(actor, password_stdin, AUDITORS, "audit-cli")
     lo, hi = period(parse_when(start, '--from').date(), parse_when(end, '--to').date())
@@ -227,7 +227,7 @@ def release() -> None:
 def release_request(actor, requesting_agency, agency_type, requester, purpose, case_number, document_ref, plates,
                     scope_from, scope_to, password_stdin) -> None:
     """File a written request (routed to records release unless LE or prosecutorial)."""
-    from pipeline.releases import describe, submit
+    from alpr.access.releases import describe, submit
 
     s = Session("release-cli")
     (pw,) = read_passwords(password_stdin, [(f"password of {actor}", False)])
@@ -247,7 +247,7 @@ def release_request(actor, requesting_agency, agency_type, requester, purpose, c
 @click.option("--password-stdin", is_flag=True)
 def release_review(request_id: str, actor: str, approve: bool, reason: str, password_stdin: bool) -> None:
     """Approve or deny a pending request, with a reason."""
-    from pipeline.releases import describe, review
+    from alpr.access.releases import describe, review
 
     s = Session("release-cli")
     (pw,) = read_passwords(password_stdin, [(f"password of {actor}", False)])
@@ -262,8 +262,8 @@ def release_review(request_id: str, actor: str, approve: bool, reason: str, pass
 @click.option("--password-stdin", is_flag=True)
 def release_export(request_id: str, actor: str, out_dir: Path | None, password_stdin: bool) -> None:
     """Export an approved request's reads (its plates x time range only) with a SHA-256 manifest."""
-    from pipeline.releases import export
-    from pipeline.store import open_store
+    from alpr.access.releases import export
+    from alpr.core.store import open_store
 
     s = Session("release-cli")
     (pw,) = read_passwords(password_stdin, [(f"password of {actor}", False)])
@@ -282,7 +282,7 @@ def release_export(request_id: str, actor: str, out_dir: Path | None, password_s
 @login_options
 def release_list(status: str | None, actor: str, password_stdin: bool) -> None:
     """One JSON line per request (newest version). Supervisors and auditors."""
-    from pipeline.releases import describe, load_requests
+    from alpr.access.releases import describe, load_requests
 
     session, _ = login(actor, password_stdin, SUPERVISORS | AUDITORS, "release-cli")
     for req in load_requests(session.settings, session.codec).values():

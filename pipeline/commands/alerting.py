@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.session import ANALYSTS, login, login_options
-from pipeline.settings import settings
+from alpr.access.login import ANALYSTS, login, login_options
+from alpr.core.settings import settings
 
 SOURCES = click.Choice(["STATE", "FEDERAL", "LOCAL"], case_sensitive=False)
 
@@ -35,7 +35,7 @@ def hotlist_cmd() -> None:
 def hotlist_import(file: Path, source: str, actor: str, password_stdin: bool, skip_bad: bool,
                    allow_empty: bool) -> None:
     """Load a CSV extract (plate,state,reason,source,case_number,expires) and publish only the difference."""
-    from pipeline import hotlist
+    from alpr.alerting import hotlist
 
     session, who = login(actor, password_stdin, ANALYSTS, "hotlist")
     result = hotlist.import_csv(session.settings, session.codec, file, source=source.upper(), user=who.name,
@@ -56,8 +56,8 @@ def hotlist_import(file: Path, source: str, actor: str, password_stdin: bool, sk
 @login_options
 def hotlist_add(plate, state, reason, source, case_number, expires, notes, actor, password_stdin) -> None:
     """Add or replace one hotlist entry."""
-    from pipeline import hotlist
-    from pipeline.partials import BadInput
+    from alpr.alerting import hotlist
+    from alpr.alerting.partials import BadInput
 
     session, who = login(actor, password_stdin, ANALYSTS, "hotlist")
     try:
@@ -77,8 +77,8 @@ def hotlist_add(plate, state, reason, source, case_number, expires, notes, actor
 @login_options
 def hotlist_remove(plate, state, reason, actor, password_stdin) -> None:
     """Remove one hotlist entry (publishes a tombstone)."""
-    from pipeline import hotlist
-    from schemas import normalize_plate
+    from alpr.alerting import hotlist
+    from alpr.schemas import normalize_plate
 
     session, who = login(actor, password_stdin, ANALYSTS, "hotlist")
     key = f"{state.strip().upper()}:{normalize_plate(plate)}"
@@ -92,7 +92,7 @@ def hotlist_remove(plate, state, reason, actor, password_stdin) -> None:
 @login_options
 def hotlist_list(source, actor, password_stdin) -> None:
     """Print the current hotlist as JSON lines."""
-    from pipeline import hotlist
+    from alpr.alerting import hotlist
 
     session, who = login(actor, password_stdin, ANALYSTS, "hotlist")
     s = session.settings
@@ -118,7 +118,7 @@ def partial_cmd() -> None:
 @login_options
 def partial_add(pattern, case_number, incident_type, expires_days, notes, actor, password_stdin) -> None:
     """Enter a pattern: ? is one character, * any run, e.g. 7AB?12*."""
-    from pipeline import partials
+    from alpr.alerting import partials
 
     session, who = login(actor, password_stdin, ANALYSTS, "partials")
     e = partials.add(session.settings, session.codec, pattern=pattern, case_number=case_number,
@@ -133,7 +133,7 @@ def partial_add(pattern, case_number, incident_type, expires_days, notes, actor,
 @login_options
 def partial_remove(pattern_id, reason, actor, password_stdin) -> None:
     """Remove a pattern by its id (publishes a tombstone)."""
-    from pipeline import partials
+    from alpr.alerting import partials
 
     session, who = login(actor, password_stdin, ANALYSTS, "partials")
     old = partials.remove(session.settings, session.codec, pattern_id=pattern_id, user=who.name, reason=reason,
@@ -145,7 +145,7 @@ def partial_remove(pattern_id, reason, actor, password_stdin) -> None:
 @login_options
 def partial_list(actor, password_stdin) -> None:
     """Print the active and expired patterns as JSON lines."""
-    from pipeline import partials
+    from alpr.alerting import partials
 
     session, who = login(actor, password_stdin, ANALYSTS, "partials")
     entries = partials.current(session.settings, session.codec)
@@ -164,12 +164,12 @@ def partial_list(actor, password_stdin) -> None:
 @click.option("--password-stdin", is_flag=True, help="With --follow: read your password from stdin.")
 def alerts_cmd(follow: bool, from_beginning: bool, actor: str | None, password_stdin: bool) -> None:
     """Run the alert topology worker (reads -> alerts); with --follow, show alerts to a person."""
-    from topologies import alerts
+    from alpr.topologies import alerts
 
     if not follow:
         alerts.run_worker(settings())
         return
-    from pipeline.partials import BadInput
+    from alpr.alerting.partials import BadInput
 
     if not actor:
         raise BadInput("--follow shows plates: log in with --user")

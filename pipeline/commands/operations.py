@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from pipeline.settings import settings
+from alpr.core.settings import settings
 
 
 @click.command("status")
 @click.option("--watch", is_flag=True, help="Refresh every two seconds until interrupted.")
 def status_cmd(watch: bool) -> None:
     """Each stage: instances up, throughput, lag, last error."""
-    from pipeline import kafka
-    from pipeline.status import show
+    from alpr.core import kafka
+    from alpr.ops.status import show
 
     s = settings()
     kafka.check_reachable(s)

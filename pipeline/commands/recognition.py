@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from pipeline.errors import AlprError, ConfigError
-from pipeline.settings import settings
+from alpr.core.errors import AlprError, ConfigError
+from alpr.core.settings import settings
 
 
 def open_reader_or_fail(backend: str, threads: int):
-    from gpu import BackendUnavailable, open_reader
+    from alpr.gpu import BackendUnavailable, open_reader
 
     try:
         return open_reader(backend, threads=threads)
@@ -33,8 +33,8 @@ def open_reader_or_fail(backend: str, threads: int):
 @click.option("--loop", is_flag=True, help="Replay a file or folder forever.")
 def camera_cmd(config_path, camera_id, agency, source, lat, lon, heading, max_fps, loop) -> None:
     """Publish camera frames to the frames topic (one camera from options, or many from --config)."""
-    from pipeline import kafka
-    from pipeline.camera import CameraConfig, load_cameras, run_cameras
+    from alpr.core import kafka
+    from alpr.recognition.camera import CameraConfig, load_cameras, run_cameras
 
     s = settings()
     if config_path:
@@ -50,8 +50,8 @@ def camera_cmd(config_path, camera_id, agency, source, lat, lon, heading, max_fp
         except ValueError as exc:
             raise ConfigError(str(exc).splitlines()[-1]) from None
     kafka.check_reachable(s)
-    from pipeline.metrics import FRAMES_DROPPED, FRAMES_SENT
-    from pipeline.runtime import ProcessRuntime
+    from alpr.core.metrics import FRAMES_DROPPED, FRAMES_SENT
+    from alpr.core.runtime import ProcessRuntime
 
     def counters() -> dict[str, float]:
         return {"frames": sum(m.get() for m in _samples(FRAMES_SENT)),
@@ -71,14 +71,14 @@ def camera_cmd(config_path, camera_id, agency, source, lat, lon, heading, max_fp
               help="CPU threads for ONNX Runtime; run one worker per core rather than more threads.")
 def worker_cmd(backend: str, batch_size: int, threads: int) -> None:
     """Read plates from frames and publish reads (one member of the recognition group)."""
-    from pipeline import kafka
-    from pipeline.worker import RecognitionWorker
+    from alpr.core import kafka
+    from alpr.recognition.worker import RecognitionWorker
 
     s = settings()
     kafka.check_reachable(s)
-    from pipeline.runtime import ProcessRuntime
-    from pipeline.topics import FRAMES
-    from pipeline.worker import GROUP
+    from alpr.core.runtime import ProcessRuntime
+    from alpr.core.topics import FRAMES
+    from alpr.recognition.worker import GROUP
 
     reader = open_reader_or_fail(backend, threads)
     worker = RecognitionWorker(s, reader, batch_size=batch_size)
@@ -97,7 +97,7 @@ def worker_cmd(backend: str, batch_size: int, threads: int) -> None:
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True)
 def read_cmd(images: tuple[Path, ...], as_json: bool, backend: str, threads: int) -> None:
     """Read the plates in image files. A file that cannot be read gets an error object; the rest still run."""
-    from gpu import CorruptImage, decode_image
+    from alpr.gpu import CorruptImage, decode_image
 
     reader = open_reader_or_fail(backend, threads)
     failed = 0

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.session import ADMINISTRATORS, ANALYSTS, AUDITORS, SUPERVISORS, login, login_options
-from pipeline.settings import settings
+from alpr.access.login import ADMINISTRATORS, ANALYSTS, AUDITORS, SUPERVISORS, login, login_options
+from alpr.core.settings import settings
 
 
 def _echo(doc: dict) -> None:
@@ -17,7 +17,7 @@ def _echo(doc: dict) -> None:
 
 
 def _codec():
-    from schemas import Codec
+    from alpr.schemas import Codec
 
     return Codec(settings().schema_registry_url)
 
@@ -26,12 +26,13 @@ def _codec():
 @click.option("--no-proxy", is_flag=True, help="Embedded mode: do not host the SQL proxy in this process.")
 def warehouse_cmd(no_proxy: bool) -> None:
     """Run the sink, the holds applier and daily retention (and, embedded, the SQL proxy) until SIGTERM."""
-    from pipeline import kafka, warehouse
-    from pipeline.migrations import migrate
-    from pipeline.retention import ensure_ttl
-    from pipeline.runtime import ProcessRuntime
-    from pipeline.store import open_store
-    from pipeline.topics import ALERTS, AUDIT, HOLDS, READS
+    from alpr.core import kafka
+    from alpr.warehouse import service as warehouse
+    from alpr.core.migrations import migrate
+    from alpr.warehouse.retention import ensure_ttl
+    from alpr.core.runtime import ProcessRuntime
+    from alpr.core.store import open_store
+    from alpr.core.topics import ALERTS, AUDIT, HOLDS, READS
 
     s = settings()
     kafka.check_reachable(s)
@@ -51,7 +52,7 @@ def warehouse_cmd(no_proxy: bool) -> None:
             services = []
             if not s.clickhouse_url and not no_proxy:
                 # Embedded: only this process can open the store, so analysts reach it through here.
-                from pipeline.proxy import ProxyService
+                from alpr.access.proxy import ProxyService
 
                 services.append(ProxyService(s, store, codec))
             wh.run(rt.stop, extra_services=services)
@@ -71,8 +72,8 @@ def reads_group() -> None:
 @login_options
 def reads_import(file: Path, agency: str, camera_prefix: str | None, actor: str, password_stdin: bool) -> None:
     """Validate a CSV/JSON Lines partner feed, then publish every row (or none). Administrators."""
-    from pipeline import imports
-    from pipeline.kafka import Publisher
+    from alpr.warehouse import imports
+    from alpr.core.kafka import Publisher
 
     reads = imports.parse(file, agency, camera_prefix)  # the whole file, before anything is published
     session, who = login(actor, password_stdin, ADMINISTRATORS, "import")
@@ -81,7 +82,7 @@ def reads_import(file: Path, agency: str, camera_prefix: str | None, actor: str,
 
 
 def _when(text: str | None, option: str):
-    from pipeline.when import parse_when
+    from alpr.core.times import parse_when
 
     return None if text is None else parse_when(text, option)
 
@@ -102,8 +103,8 @@ def holds_group() -> None:
 def holds_add(case: str, reason: str, actor: str, password_stdin: bool, read_ids: tuple[str, ...],
               plate: str | None, from_: str | None, to: str | None) -> None:
     """Place a hold (audited, published to alpr.holds). Analysts and supervisors."""
-    from pipeline import holds
-    from pipeline.kafka import Publisher
+    from alpr.warehouse import holds
+    from alpr.core.kafka import Publisher
 
     range_from, range_to = _when(from_, "--from"), _when(to, "--to")
     session, who = login(actor, password_stdin, ANALYSTS, "holds")
@@ -118,7 +119,7 @@ def holds_add(case: str, reason: str, actor: str, password_stdin: bool, read_ids
 @login_options
 def holds_list(show_all: bool, actor: str, password_stdin: bool) -> None:
     """Every active hold (from the alpr.holds topic), one JSON line each."""
-    from pipeline import holds
+    from alpr.warehouse import holds
 
     session, who = login(actor, password_stdin, ANALYSTS | AUDITORS, "holds")
     found = holds.current(session.settings, session.codec)
@@ -134,8 +135,8 @@ def holds_list(show_all: bool, actor: str, password_stdin: bool) -> None:
 @login_options
 def holds_release(case: str, reason: str, actor: str, password_stdin: bool) -> None:
     """Release every active hold of a case; its reads fall under retention again. Supervisors."""
-    from pipeline import holds
-    from pipeline.kafka import Publisher
+    from alpr.warehouse import holds
+    from alpr.core.kafka import Publisher
 
     session, who = login(actor, password_stdin, SUPERVISORS, "holds")
     s, codec = session.settings, session.codec
@@ -156,8 +157,8 @@ def retention_enforce(as_of: str | None, actor: str, password_stdin: bool) -> No
     """Purge reads older than the retention period that no hold covers; prints the counts. Administrators.
 
     The warehouse runs the same purge daily on its own (as system:retention)."""
-    from pipeline import retention
-    from pipeline.warehouse import open_store_for_command
+    from alpr.warehouse import retention
+    from alpr.warehouse.service import open_store_for_command
 
     when = _when(as_of, "--as-of")
     session, who = login(actor, password_stdin, ADMINISTRATORS, "retention")
@@ -180,8 +181,8 @@ def evidence_group() -> None:
 @login_options
 def evidence_export(case: str, out: Path, actor: str, password_stdin: bool) -> None:
     """Write the held reads of a case with their images and a SHA-256 manifest. Supervisors."""
-    from pipeline import evidence
-    from pipeline.warehouse import open_store_for_command
+    from alpr.warehouse import evidence
+    from alpr.warehouse.service import open_store_for_command
 
     session, who = login(actor, password_stdin, SUPERVISORS, "evidence")
     store = open_store_for_command(session.settings)
@@ -196,7 +197,7 @@ def evidence_export(case: str, out: Path, actor: str, password_stdin: bool) -> N
 @click.argument("folder", type=click.Path(path_type=Path))
 def evidence_verify(folder: Path) -> None:
     """Check every file of a package against its manifest; non-zero exit names the first bad file."""
-    from pipeline import evidence
+    from alpr.warehouse import evidence
 
     _echo(evidence.verify(folder))
 

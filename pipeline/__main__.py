@@ -1,0 +1,4 @@
+"""`python -m alpr` is the `alpr` command."""
+from alpr.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Hotlists, partial plates and geofences that the alert topology matches reads against."""

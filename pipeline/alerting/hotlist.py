@@ -1,0 +1,313 @@
+"""Hotlists: plates to alert on, kept on the compacted topic `alpr.hotlist`.
+
+Keys are `STATE:PLATE` (HotlistEntry.key); a null value (tombstone) removes an entry.
+Extracts from the state and federal systems arrive as CSV files; `import_csv`
+publishes only the difference from what the topic already holds (new and changed
+entries, tombstones for entries of that source missing from the file), after
+writing one audit event that counts them. A file with any malformed row changes
+nothing unless the caller asks to skip bad rows.
+
+`HotlistIndex` is the in-memory view the alert topology looks plates up in,
+including the OCR-confusion neighbours of a read (0/O, 1/I, 8/B, ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from confluent_kafka import Message
+
+from alpr.core import kafka
+from alpr.audit.trail import AuditLog
+from alpr.core.errors import Unavailable
+from alpr.core.logs import get_log
+from alpr.alerting.partials import BadInput
+from alpr.core.settings import Settings
+from alpr.core.topics import HOTLIST
+from alpr.core.times import parse_when
+from alpr.schemas import Codec, HotlistEntry, UndecodableRecord
+from alpr.schemas.models import PLATE_RE, HotlistReason, HotlistSource, normalize_plate
+
+log = get_log(__name__)
+
+COLUMNS = ("plate", "state", "reason", "source", "case_number", "expires")
+OPTIONAL_COLUMNS = ("notes",)
+STATE_RE = re.compile(r"^[A-Z]{2,3}$")
+RAW_PLATE_RE = re.compile(r"^[A-Za-z0-9 -]+$")  # spaces and dashes are dropped; anything else is an error
+# Characters a plate reader mistakes for one another; one substitution makes a POSSIBLE match.
+CONFUSABLE_GROUPS = ("0OQD", "1I", "8B", "5S", "2Z", "6G")
+CONFUSABLE: dict[str, str] = {c: g.replace(c, "") for g in CONFUSABLE_GROUPS for c in g}
+# Fields that make two entries for the same key "the same" (who/when entered does not).
+_COMPARED = ("plate", "state", "reason", "source", "case_number", "agency", "expires_at", "notes")
+
+
+# --- reading a compacted topic
+
+def partitions_of(settings: Settings, topic: str) -> list[int]:
+    md = kafka.admin(settings).list_topics(topic, timeout=10).topics.get(topic)
+    if md is None or md.error is not None or not md.partitions:
+        raise Unavailable(f"topic {topic} not found on {settings.kafka_bootstrap} (run `alpr topics apply`)")
+    return sorted(md.partitions)
+
+
+def read_compacted(settings: Settings, topic: str) -> tuple[dict[str, Message], dict[int, int]]:
+    """Latest message per key over all partitions (tombstones included), and each partition's next offset.
+
+    Uses `kafka.read_to_end`, which is right even where the broker reports a short high watermark.
+    """
+    parts = partitions_of(settings, topic)
+
+    def one(p: int) -> tuple[int, list[Message]]:
+        return p, list(kafka.read_to_end(settings, topic, p))
+
+    latest: dict[str, Message] = {}
+    next_offsets: dict[int, int] = {}
+    with ThreadPoolExecutor(len(parts)) as pool:
+        for p, messages in pool.map(one, parts):
+            for msg in messages:
+                latest[(msg.key() or b"").decode()] = msg
+            next_offsets[p] = messages[-1].offset() + 1 if messages else 0
+    return latest, next_offsets
+
+
+def current(settings: Settings, codec: Codec) -> dict[str, HotlistEntry]:
+    """The hotlist as the topic holds it now: key -> entry, tombstoned keys absent."""
+    out: dict[str, HotlistEntry] = {}
+    latest, _ = read_compacted(settings, HOTLIST)
+    for key, msg in latest.items():
+        if msg.value() is None:
+            continue
+        try:
+            out[key] = codec.decode(msg.value(), HotlistEntry)
+        except UndecodableRecord as exc:
+            log.error("hotlist.undecodable", partition=msg.partition(), offset=msg.offset(), reason=exc.reason)
+    return out
+
+
+# --- the in-memory index the topology uses
+
+def confusion_neighbours(plate: str) -> Iterator[tuple[str, str]]:
+    """(neighbour plate, 'X/Y') for every plate one confusable substitution away."""
+    for i, ch in enumerate(plate):
+        for alt in CONFUSABLE.get(ch, ""):
+            yield plate[:i] + alt + plate[i + 1:], f"{ch}/{alt}"
+
+
+class HotlistIndex:
+    """Entries by key and by plate; updated from the topic, read on every plate read."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, HotlistEntry] = {}
+        self._by_plate: dict[str, dict[str, HotlistEntry]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def put(self, key: str, entry: HotlistEntry | None) -> None:
+        old = self._by_key.pop(key, None)
+        if old is not None:
+            same = self._by_plate.get(old.plate, {})
+            same.pop(key, None)
+            if not same:
+                self._by_plate.pop(old.plate, None)
+        if entry is not None:
+            self._by_key[key] = entry
+            self._by_plate.setdefault(entry.plate, {})[key] = entry
+
+    def get(self, key: str) -> HotlistEntry | None:
+        return self._by_key.get(key)
+
+    def lookup(self, plate: str, now: datetime) -> list[HotlistEntry]:
+        """Unexpired entries for exactly this plate (any state)."""
+        return [e for e in self._by_plate.get(plate, {}).values() if not expired(e, now)]
+
+    def possible(self, plate: str, now: datetime) -> list[tuple[HotlistEntry, str]]:
+        """Unexpired entries one OCR confusion away from the plate, with the confusion."""
+        out = []
+        for neighbour, swap in confusion_neighbours(plate):
+            for e in self.lookup(neighbour, now):
+                out.append((e, swap))
+        return out
+
+
+def expired(entry: HotlistEntry, now: datetime) -> bool:
+    return entry.expires_at is not None and entry.expires_at <= now
+
+
+# --- CSV import
+
+@dataclass
+class ImportResult:
+    source: str
+    rows: int = 0
+    added: list[HotlistEntry] = field(default_factory=list)
+    changed: list[HotlistEntry] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    bad: list[tuple[int, str]] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"source": self.source, "rows": self.rows, "added": len(self.added), "changed": len(self.changed),
+                "removed": len(self.removed), "unchanged": self.unchanged,
+                "bad_rows": [{"line": n, "error": e} for n, e in self.bad]}
+
+
+def parse_expiry(text: str) -> datetime | None:
+    """Empty: never. A date: through the end of that day (UTC). A date-time must carry its zone."""
+    return parse_when(text, "expires", date_means="end") if text.strip() else None
+
+
+def make_entry(*, plate: str, state: str, reason: str, source: str, case_number: str, expires: str | datetime | None,
+               agency: str, user: str, notes: str | None = None, now: datetime | None = None) -> HotlistEntry:
+    """A validated entry from what a person or a file gave; ValueError names the bad field."""
+    p = normalize_plate(plate)
+    if not RAW_PLATE_RE.match(plate.strip()) or not PLATE_RE.match(p):
+        raise ValueError(f"plate {plate!r} is not 1-10 letters or digits")
+    st = state.strip().upper()
+    if not STATE_RE.match(st):
+        raise ValueError(f"state {state!r} is not a 2-3 letter code")
+    r = reason.strip().upper()
+    if r not in HotlistReason.__members__:
+        raise ValueError(f"reason {reason!r} is not one of {', '.join(HotlistReason.__members__)}")
+    src = source.strip().upper()
+    if src not in HotlistSource.__members__:
+        raise ValueError(f"source {source!r} is not one of {', '.join(HotlistSource.__members__)}")
+    if not case_number.strip():
+        raise ValueError("case_number is empty")
+    exp = expires if isinstance(expires, datetime) or expires is None else parse_expiry(expires)
+    return HotlistEntry(plate=p, state=st, reason=r, source=src, case_number=case_number.strip(), agency=agency,
+                        entered_by=user, entered_at=now or datetime.now(timezone.utc), expires_at=exp,
+                        notes=(notes or "").strip() or None)
+
+
+def _same(a: HotlistEntry, b: HotlistEntry) -> bool:
+    return all(getattr(a, f) == getattr(b, f) for f in _COMPARED)
+
+
+def diff_csv(path: Path, source: str, current_list: dict[str, HotlistEntry], *, agency: str,
+             user: str) -> ImportResult:
+    """Compare a CSV extract with the current list; bad rows are collected, not raised."""
+    source = source.upper()
+    result = ImportResult(source=source)
+    now = datetime.now(timezone.utc)
+    wanted: dict[str, HotlistEntry] = {}
+    seen_at: dict[str, int] = {}
+    try:
+        fh = open(path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read ({exc.strerror})") from None
+    with fh:
+        reader = csv.DictReader(fh)
+        header = [h.strip().lower() for h in (reader.fieldnames or [])]
+        missing = [c for c in COLUMNS if c not in header]
+        unknown = [h for h in header if h not in COLUMNS + OPTIONAL_COLUMNS]
+        if missing or unknown:
+            raise BadInput(f"{path}: line 1: header must name {', '.join(COLUMNS)}"
+                           + (f"; missing {', '.join(missing)}" if missing else "")
+                           + (f"; unknown {', '.join(unknown)}" if unknown else ""))
+        reader.fieldnames = header
+        try:
+            for row in reader:
+                line = reader.line_num
+                result.rows += 1
+                try:
+                    if None in row or any(row.get(c) is None for c in COLUMNS):
+                        raise ValueError(f"expected {len(header)} fields")
+                    if row["source"].strip().upper() != source:
+                        raise ValueError(f"source {row['source']!r} but this import is --source {source}")
+                    entry = make_entry(plate=row["plate"], state=row["state"], reason=row["reason"],
+                                       source=row["source"], case_number=row["case_number"],
+                                       expires=row["expires"], agency=agency, user=user,
+                                       notes=row.get("notes"), now=now)
+                    if entry.key in seen_at:
+                        raise ValueError(f"{entry.key} already on line {seen_at[entry.key]}")
+                except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+                    result.bad.append((line, str(exc).splitlines()[0]))
+                    continue
+                seen_at[entry.key] = line
+                wanted[entry.key] = entry
+        except csv.Error as exc:
+            raise BadInput(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from None
+    for key, entry in wanted.items():
+        old = current_list.get(key)
+        if old is None:
+            result.added.append(entry)
+        elif not _same(old, entry):
+            result.changed.append(entry)
+        else:
+            result.unchanged += 1
+    result.removed = sorted(k for k, e in current_list.items() if e.source.value == source and k not in wanted)
+    return result
+
+
+def _bad_rows_message(path: Path, bad: list[tuple[int, str]]) -> str:
+    shown = "; ".join(f"line {n}: {e}" for n, e in bad[:5])
+    more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+    return f"{path}: {len(bad)} malformed row(s), nothing imported: {shown}{more} (fix them or use --skip-bad)"
+
+
+def import_csv(settings: Settings, codec: Codec, path: Path, *, source: str, user: str, skip_bad: bool = False,
+               allow_empty: bool = False, audit: AuditLog | None = None) -> ImportResult:
+    """Publish the difference between a CSV extract and the topic; audit first, then publish.
+
+    `audit`: the caller's writer (a CLI session's), so one run is one chain segment."""
+    audit = audit or AuditLog(settings, codec, "hotlist")
+    result = diff_csv(path, source, current(settings, codec), agency=settings.agency, user=user)
+    if result.bad and not skip_bad:
+        audit.record(actor=user, agency=settings.agency, action="HOTLIST_IMPORT", outcome="REFUSED",
+                     subject=str(path), reason=f"{len(result.bad)} malformed rows",
+                     details={"source": result.source, "first_bad_line": str(result.bad[0][0])})
+        raise BadInput(_bad_rows_message(path, result.bad))
+    good = result.rows - len(result.bad)
+    if good == 0 and result.removed and not allow_empty:
+        raise BadInput(f"{path}: no valid rows, which would remove all {len(result.removed)} {result.source} "
+                       "entries; nothing imported (use --allow-empty if that is meant)")
+    audit.record(actor=user, agency=settings.agency, action="HOTLIST_IMPORT", outcome="ALLOWED",
+                 subject=str(path), rows=len(result.added) + len(result.changed) + len(result.removed),
+                 details={"source": result.source, "added": str(len(result.added)),
+                          "changed": str(len(result.changed)), "removed": str(len(result.removed)),
+                          "unchanged": str(result.unchanged), "bad_rows": str(len(result.bad))})
+    pub = kafka.Publisher(settings, codec, "hotlist-import")
+    for entry in result.added + result.changed:
+        pub.publish(HOTLIST, entry.key, entry)
+    for key in result.removed:
+        pub.publish(HOTLIST, key, None)
+    pub.flush()
+    log.info("hotlist.imported", source=result.source, added=len(result.added), changed=len(result.changed),
+             removed=len(result.removed), bad=len(result.bad))
+    return result
+
+
+def add(settings: Settings, codec: Codec, entry: HotlistEntry, audit: AuditLog | None = None) -> str:
+    """Publish one entry (new or replacing the same key); audited first. Returns 'added' or 'changed'."""
+    old = current(settings, codec).get(entry.key)
+    what = "added" if old is None else "changed"
+    (audit or AuditLog(settings, codec, "hotlist")).record(
+        actor=entry.entered_by, agency=settings.agency, action="HOTLIST_ADD", outcome="ALLOWED",
+        case_number=entry.case_number, subject=entry.key,
+        details={"reason": entry.reason.value, "source": entry.source.value, "result": what})
+    pub = kafka.Publisher(settings, codec, "hotlist")
+    pub.publish(HOTLIST, entry.key, entry)
+    pub.flush()
+    return what
+
+
+def remove(settings: Settings, codec: Codec, *, key: str, user: str, reason: str,
+           audit: AuditLog | None = None) -> HotlistEntry:
+    """Tombstone one entry; refused when the key is not on the list. Audited first."""
+    old = current(settings, codec).get(key)
+    if old is None:
+        raise BadInput(f"{key} is not on the hotlist")
+    (audit or AuditLog(settings, codec, "hotlist")).record(
+        actor=user, agency=settings.agency, action="HOTLIST_REMOVE", outcome="ALLOWED",
+        case_number=old.case_number, subject=key, reason=reason, details={"source": old.source.value})
+    pub = kafka.Publisher(settings, codec, "hotlist")
+    pub.publish(HOTLIST, key, None)
+    pub.flush()
+    return old

@@ -1,0 +1,1 @@
+"""The immutable audit trail and the auditors' report."""

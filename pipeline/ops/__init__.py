@@ -1,0 +1,1 @@
+"""Running it: the dev stack (broker, embedded store), status and the demo."""

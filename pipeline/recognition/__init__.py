@@ -1,0 +1,1 @@
+"""Cameras publish frames; workers read plates from them and publish reads."""

@@ -1,0 +1,1 @@
+"""The ClickHouse side: sink, evidence holds, retention, evidence packages, partner imports."""
