@@ -263,12 +263,12 @@ def release_review(request_id: str, actor: str, approve: bool, reason: str, pass
 def release_export(request_id: str, actor: str, out_dir: Path | None, password_stdin: bool) -> None:
     """Export an approved request's reads (its plates x time range only) with a SHA-256 manifest."""
     from alpr.access.releases import export
-    from alpr.core.store import open_store
+    from alpr.warehouse.service import open_store_for_command
 
     s = Session("release-cli")
     (pw,) = read_passwords(password_stdin, [(f"password of {actor}", False)])
     user = s.login(actor, pw)
-    store = open_store(s.settings)  # embedded: fails with one line while `alpr warehouse` holds the store
+    store = open_store_for_command(s.settings)  # embedded: through the running `alpr warehouse` if it has the store
     try:
         result = export(s.settings, s.codec, s.audit, user, store, request_id, out_dir)
     finally:

@@ -38,26 +38,43 @@ def warehouse_cmd(no_proxy: bool) -> None:
     kafka.check_reachable(s)
     lag = tuple((f"warehouse-{t}", topic) for t, topic in
                 (("reads", READS), ("alerts", ALERTS), ("audit_log", AUDIT), ("holds", HOLDS)))
-    parts: dict[str, warehouse.Warehouse] = {}
+    parts: dict = {}
+
+    def counters() -> dict[str, float]:
+        out = parts["wh"].counters() if "wh" in parts else {}
+        if "proxy" in parts:  # `alpr status` lists the embedded proxy under this process
+            out["proxy_hosted"] = 1.0
+            out["proxy_port"] = float(parts["proxy"].port)
+        return out
+
     # The runtime (signals, deadline, heartbeats) comes first: a SIGTERM during start-up is graceful too.
-    with ProcessRuntime(s, "warehouse", counters=lambda: parts["wh"].counters() if parts else {},
-                        ready=lambda: bool(parts) and parts["wh"].ready(), lag_of=lag) as rt, \
+    with ProcessRuntime(s, "warehouse", counters=counters,
+                        ready=lambda: "wh" in parts and parts["wh"].ready(), lag_of=lag) as rt, \
             (warehouse.embedded_lock(s) if not s.clickhouse_url else nullcontext()):
         store = open_store(s)
         try:
+            rt.health.beat()
             migrate(store, s)
             ensure_ttl(store, s)
             codec = _codec()
             parts["wh"] = wh = warehouse.Warehouse(s, store, codec)
             services = []
-            if not s.clickhouse_url and not no_proxy:
-                # Embedded: only this process can open the store, so analysts reach it through here.
-                from alpr.access.proxy import ProxyService
+            if not s.clickhouse_url:
+                # Embedded: only this process can open the store, so custodial commands
+                # (enforce, evidence and release exports) reach it through here ...
+                from alpr.warehouse.control import ControlServer
 
-                services.append(ProxyService(s, store, codec))
-            wh.run(rt.stop, extra_services=services)
+                services.append(ControlServer(s, store))
+                if not no_proxy:  # ... and so do analysts.
+                    from alpr.access.proxy import ProxyService
+
+                    parts["proxy"] = ProxyService(s, store, codec)
+                    services.append(parts["proxy"])
+            wh.run(rt.stop, extra_services=services, beat=rt.health.beat)
         finally:
             store.close()
+            if "wh" in parts:
+                click.echo(json.dumps(parts["wh"].summary()))
 
 
 @click.group("reads")
@@ -111,7 +128,30 @@ def holds_add(case: str, reason: str, actor: str, password_stdin: bool, read_ids
     s = session.settings
     hold = holds.place(s, session.audit, Publisher(s, session.codec, "holds"), case=case, reason=reason,
                        user=who.name, read_ids=read_ids, plate=plate, range_from=range_from, range_to=range_to)
-    _echo(hold.model_dump(mode="json"))
+    _echo({**hold.model_dump(mode="json"), "coverage": _coverage(s, hold)})
+
+
+def _coverage(s, hold) -> dict:
+    """What the new hold finds in the store, so a hold on reads that are gone says so (best effort:
+    the hold stands whether or not the store can be asked)."""
+    from alpr.core.errors import AlprError
+    from alpr.core.store import StoreError
+    from alpr.warehouse import holds
+    from alpr.warehouse.service import open_store_for_command
+
+    try:
+        store = open_store_for_command(s)
+    except AlprError as exc:
+        return {"unknown": f"the store could not be asked ({exc})"}
+    try:
+        found = holds.coverage(store, s, hold)
+    except StoreError as exc:
+        return {"unknown": f"the store could not be asked ({exc})"}
+    finally:
+        store.close()
+    if "warning" in found:
+        click.echo(f"warning: {found['warning']}", err=True)
+    return found
 
 
 @holds_group.command("list")

@@ -38,7 +38,7 @@ class ProcessRuntime:
         self.settings, self.role = settings, role
         self.instance_id = settings.instance_id or f"{role}@{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()
-        self.health = Health()
+        self.health = Health(settings.liveness_timeout_s)
         self.health.set_ready_check(ready)
         self.last_error: str | None = None
         self._counters = counters

@@ -76,6 +76,15 @@ class Settings(BaseSettings):
     retention_run_at: str = Field(
         "03:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
         description="UTC time of day (HH:MM) at which `alpr warehouse` enforces retention.")
+    retention_ttl_margin_days: int = Field(
+        30, ge=2, le=365,
+        description="Days the background TTL waits beyond retention (counted from when a row reached the store, "
+                    "or its capture time if later) before its unaudited safety-net delete; the audited daily purge "
+                    "always comes first.")
+    warehouse_control_port: int = Field(
+        0, ge=0, le=65535,
+        description="Loopback port on which an embedded `alpr warehouse` serves custodial commands (enforce, "
+                    "exports) with a token in data_dir; 0 picks a free one.")
 
     # --- Access
     proxy_port: int = Field(
@@ -105,6 +114,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9100, ge=0, le=65535,
                               description="Port for /metrics, /healthz, /readyz on bind_host; 0 picks a free one.")
     heartbeat_interval_s: float = Field(2.0, gt=0, le=60, description="How often a process reports to alpr.status.")
+    liveness_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="/healthz answers 503 when the main loop has not turned for this long.")
     shutdown_deadline_s: float = Field(
         20.0, gt=0, description="After SIGTERM, how long a process may finish its batch before it exits hard.")
     instance_id: str | None = Field(None, description="Name of this process in alpr status; default role@host:pid.")

@@ -2,28 +2,31 @@
 
 Placing or releasing a hold is audited first (HOLD_ADD / HOLD_RELEASE, actor = the
 person) and then published to the compacted `alpr.holds` topic (EvidenceHold keyed
-by hold_id; the newest version wins). The topic is the record of truth: the CLI
-never needs the store, so it works while `alpr warehouse` owns the embedded one.
+by hold_id; the newest version wins). The topic is the record of truth: placing a
+hold never needs the store, so it works while `alpr warehouse` owns the embedded one.
 
 The warehouse applies holds to ClickHouse (`apply`): the `holds` table gets the
 newest version, `held_reads` gets the read ids an ACTIVE hold covers, a RELEASED
 hold's rows leave `held_reads`, and the `held_reads_dict` dictionary (what the
 reads TTL and the retention purge consult) is reloaded.
 
-A plate + time-range hold covers the reads of that plate in that range that are in
-the store when it is applied, and it is expanded again on every retention run
-(`sync`, called before each purge), so reads that arrive later in the range (a
-partner import, a sink catching up) are covered before any purge can reach them.
+A plate + time-range hold covers its reads whenever they arrive:
+- reads already stored when it is applied are added to `held_reads`;
+- reads that arrive later (a partner import, a sink catching up) are matched by the
+  warehouse's reads sink against the active ranges (`ActiveRanges`) as they are
+  stored, and added then;
+- the purge itself (`retention.enforce`) carries every range as a clause of its
+  DELETE predicate, so nothing in a held range is deleted even between the two.
+A read is never expired at insert (030_ttl_safety_net.sql), so a hold placed before
+or after its reads arrive protects them either way.
 
-Limits, stated plainly: the background TTL consults the dictionary as it is when a
-part merges, so a read already past retention is protected only once its hold has
-been applied (the warehouse applies holds within a second of publication and
-reloads the dictionary; `enforce` applies all of them before it purges). Place
-holds before the reads reach the end of their retention period.
+`coverage` says what a hold finds in the store, so a hold on reads that are
+already gone (purged, or never arrived) says so instead of looking successful.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -204,6 +207,98 @@ def apply(store: Store, settings: Settings, holds: Iterable[EvidenceHold]) -> Ap
         reload_dictionary(store, settings)
     log.info("holds.applied", holds=result.holds, held_rows_added=result.held_rows_added, released=result.released)
     return result
+
+
+def _covers_range(h: EvidenceHold) -> bool:
+    return (h.status == HoldStatus.ACTIVE and h.plate is not None and h.range_from is not None
+            and h.range_to is not None)
+
+
+class ActiveRanges:
+    """The active plate + time-range holds, for matching reads as the sink stores them (thread-safe).
+
+    Loaded from the store's `holds` table when the warehouse starts (holds applied before
+    a restart), then kept current by the holds applier.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_plate: dict[str, dict[str, EvidenceHold]] = {}
+
+    def load(self, store: Store, settings: Settings) -> "ActiveRanges":
+        db = settings.clickhouse_database
+        rows = store.rows(f"SELECT hold_id, case_number, plate, range_from, range_to FROM {db}.holds FINAL "
+                          "WHERE status = 'ACTIVE' AND plate IS NOT NULL")
+        with self._lock:
+            for r in rows:
+                self._by_plate.setdefault(r["plate"], {})[r["hold_id"]] = EvidenceHold.model_validate({
+                    "hold_id": r["hold_id"], "case_number": r["case_number"], "reason": "-", "agency": "-",
+                    "plate": r["plate"], "range_from": _parse_ts(r["range_from"]),
+                    "range_to": _parse_ts(r["range_to"]), "placed_by": "-", "placed_at": datetime.now(timezone.utc),
+                    "status": HoldStatus.ACTIVE})
+        return self
+
+    def update(self, holds: Iterable[EvidenceHold]) -> None:
+        with self._lock:
+            for h in holds:
+                for by_id in self._by_plate.values():
+                    by_id.pop(h.hold_id, None)
+                if _covers_range(h):
+                    self._by_plate.setdefault(h.plate, {})[h.hold_id] = h
+
+    def covering(self, reads: Iterable) -> list[tuple[str, str, str]]:
+        """(read_id, hold_id, case_number) for each read an active range covers."""
+        out = []
+        with self._lock:
+            if not any(self._by_plate.values()):
+                return out
+            for r in reads:
+                for h in self._by_plate.get(r.plate, {}).values():
+                    if h.range_from <= r.captured_at <= h.range_to:
+                        out.append((r.read_id, h.hold_id, h.case_number))
+        return out
+
+
+def _parse_ts(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+def cover(store: Store, settings: Settings, pairs: Sequence[tuple[str, str, str]]) -> int:
+    """Add (read_id, hold_id, case) rows missing from `held_reads` and reload the dictionary."""
+    if not pairs:
+        return 0
+    db = settings.clickhouse_database
+    have = {(r["read_id"], r["hold_id"]) for r in store.rows(
+        f"SELECT read_id, hold_id FROM {db}.held_reads WHERE read_id IN {in_list(sorted({p[0] for p in pairs}))}")}
+    add = sorted({p for p in pairs if (p[0], p[1]) not in have})
+    if add:
+        store.insert_arrow(f"{db}.held_reads", pa.table({
+            "read_id": [a[0] for a in add], "hold_id": [a[1] for a in add], "case_number": [a[2] for a in add]}))
+        reload_dictionary(store, settings)
+        log.info("holds.covered_on_arrival", held_rows_added=len(add))
+    return len(add)
+
+
+def coverage(store: Store, settings: Settings, hold: EvidenceHold) -> dict:
+    """What a hold finds in the store now: stored reads it covers, and the read ids it names that are not there."""
+    db = settings.clickhouse_database
+    out: dict = {"hold_id": hold.hold_id, "stored_reads": 0}
+    if hold.read_ids:
+        found = {r["read_id"] for r in store.rows(
+            f"SELECT DISTINCT read_id FROM {db}.reads WHERE read_id IN {in_list(hold.read_ids)}")}
+        missing = [i for i in hold.read_ids if i not in found]
+        out.update(stored_reads=len(found), missing_read_ids=len(missing), missing_examples=missing[:10])
+        if missing:
+            out["warning"] = (f"{len(missing)} of {len(hold.read_ids)} read ids are not in the store (already "
+                              "purged, or not arrived yet); the hold keeps them only if they arrive")
+    else:
+        out["stored_reads"] = int(store.scalar(
+            f"SELECT count() FROM {db}.reads FINAL WHERE plate = {lit(hold.plate)} "
+            f"AND captured_at BETWEEN {ts_lit(hold.range_from)} AND {ts_lit(hold.range_to)}"))
+        if not out["stored_reads"]:
+            out["warning"] = ("no stored read of this plate in this range (already purged, or not arrived yet); "
+                              "reads that arrive in the range will be kept")
+    return out
 
 
 def reload_dictionary(store: Store, settings: Settings) -> None:

@@ -5,8 +5,12 @@ It hosts, each in its own thread:
   alpr.audit -> audit_log;
 - the holds applier: alpr.holds -> holds, held_reads, held_reads_dict (alpr.warehouse.holds);
 - the daily retention run (alpr.warehouse.retention.DailyRetention);
-- any extra in-process services (anything with start()/stop(), e.g. the SQL proxy),
-  because in embedded mode only one process may open the chDB directory.
+- any extra in-process services (anything with start()/stop(), e.g. the SQL proxy and
+  the control endpoint for custodial commands, alpr.warehouse.control), because in
+  embedded mode only one process may open the chDB directory.
+
+The main loop beats the process's health (`/healthz`) every half second while every
+part's thread is alive; a crashed part stops the beats and winds the process down.
 
 Shutdown (SIGTERM/SIGINT in the command, or `stop` set by a host): each loop
 finishes its batch, commits and closes its consumer; extra services are stopped;
@@ -14,8 +18,8 @@ all within `shutdown_deadline_s` (less a second, so the runtime's hard exit neve
 cuts a commit short), after which the run returns anyway.
 
 Embedded mode: the process holds an exclusive lock on `data_dir/warehouse.lock`
-while it runs, so commands that need the store can say exactly why they cannot
-open it (`open_store_for_command`).
+while it runs; `open_store_for_command` sees it and hands a one-shot command the
+running warehouse's store through the control endpoint instead of opening chDB.
 """
 
 from __future__ import annotations
@@ -93,15 +97,20 @@ def warehouse_running(settings: Settings) -> bool:
 
 
 def open_store_for_command(settings: Settings) -> Store:
-    """The store for a one-shot command; in embedded mode, refused while the warehouse owns it."""
+    """The store for a one-shot command: a server directly; embedded, chDB itself when no warehouse
+    runs, else the running warehouse's store through its control endpoint."""
+    from alpr.warehouse.control import RemoteStore
+
     if not settings.clickhouse_url and warehouse_running(settings):
-        raise Unavailable(IN_USE)
-    try:
-        store = open_store(settings)
-    except Unavailable:
-        if not settings.clickhouse_url and warehouse_running(settings):
-            raise Unavailable(IN_USE) from None
-        raise
+        store: Store = RemoteStore(settings)
+    else:
+        try:
+            store = open_store(settings)
+        except Unavailable:
+            if not settings.clickhouse_url and warehouse_running(settings):  # it started meanwhile
+                store = RemoteStore(settings)
+            else:
+                raise
     have, want = current_version(store, settings), max(m.version for m in available())
     if have != want:
         store.close()
@@ -120,16 +129,27 @@ class Warehouse:
         topics = topics or {}
         self.deadletters = Publisher(settings, codec, f"{group_prefix}-deadletters")
         self.audit = AuditLog(settings, codec, group_prefix)
+        # Active plate + time-range holds: reads that arrive in a held range are held as they are stored.
+        self.ranges = holds.ActiveRanges().load(store, settings)
         self.loops: list[sink.ConsumerLoop] = [
             sink.table_loop(settings, codec, store, spec, self.deadletters, f"{group_prefix}-{spec.table}",
-                            topics.get(spec.table)) for spec in sink.SPECS]
+                            topics.get(spec.table),
+                            after_write=self._hold_arrivals if spec is sink.READS_SPEC else None)
+            for spec in sink.SPECS]
         holds_consumer = RecordConsumer(settings, codec, f"{group_prefix}-holds", [topics.get("holds", HOLDS)],
                                         EvidenceHold, self.deadletters, client_id=f"{group_prefix}-holds")
-        self.holds_loop = sink.ConsumerLoop("holds", holds_consumer, self.deadletters, store,
-                                            lambda hs: holds.apply(store, settings, hs).held_rows_added, settings)
+        self.holds_loop = sink.ConsumerLoop("holds", holds_consumer, self.deadletters, store, self._apply_holds,
+                                            settings)
         self.loops.append(self.holds_loop)
         self.retention = DailyRetention(store, settings, codec, self.audit) if daily_retention else None
         self.failed: list[str] = []
+
+    def _apply_holds(self, batch: list[EvidenceHold]) -> int:
+        self.ranges.update(batch)  # first: a read stored while apply() expands is matched by the sink
+        return holds.apply(self.store, self.settings, batch).held_rows_added
+
+    def _hold_arrivals(self, reads: list) -> None:
+        holds.cover(self.store, self.settings, self.ranges.covering(reads))
 
     def counters(self) -> dict[str, float]:
         """For heartbeats and metrics: rows written and outages per loop."""
@@ -143,8 +163,19 @@ class Warehouse:
         """Every consumer has joined its group and none is paused by a ClickHouse outage."""
         return all(lp.consumer.joined and not lp.paused.is_set() for lp in self.loops)
 
-    def run(self, stop: threading.Event, extra_services: Sequence[Service] = ()) -> None:
-        """Run until `stop` is set, then shut down within the deadline. Raises if a part crashed."""
+    def summary(self) -> dict:
+        """What the process prints when it stops."""
+        return {"stopped": "warehouse", **{f"{lp.name}_consumed": lp.consumed for lp in self.loops},
+                **{f"{lp.name}_written": lp.written for lp in self.loops},
+                "retention_runs": len(self.retention.runs) if self.retention else 0,
+                "failed": self.failed}
+
+    def run(self, stop: threading.Event, extra_services: Sequence[Service] = (),
+            beat: Callable[[], None] = lambda: None) -> None:
+        """Run until `stop` is set, then shut down within the deadline. Raises if a part crashed.
+
+        `beat` is called from this loop about twice a second while every part's thread is alive
+        (the process's liveness)."""
         inner = threading.Event()  # set on `stop` or when any part crashes: everything winds down
         workers: list[tuple[str, Callable[[threading.Event], None]]] = [(lp.name, lp.run) for lp in self.loops]
         if self.retention is not None:
@@ -160,6 +191,8 @@ class Warehouse:
                 started.append(service)
             log.info("warehouse.running", loops=len(self.loops), services=len(started))
             while not stop.is_set() and not inner.is_set():
+                if all(t.is_alive() for t in threads):
+                    beat()
                 stop.wait(0.5)
         finally:
             deadline = time.monotonic() + max(1.0, self.settings.shutdown_deadline_s - 1.0)

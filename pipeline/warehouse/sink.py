@@ -310,8 +310,12 @@ class ConsumerLoop(Generic[R]):
 
 
 def table_loop(settings: Settings, codec: Codec, store: Store, spec: TableSpec[R], deadletters: Publisher,
-               group: str, topic: str | None = None) -> ConsumerLoop[R]:
-    """A ConsumerLoop that writes `spec.topic` (or `topic`) into `spec.table`."""
+               group: str, topic: str | None = None,
+               after_write: Callable[[list[R]], None] | None = None) -> ConsumerLoop[R]:
+    """A ConsumerLoop that writes `spec.topic` (or `topic`) into `spec.table`.
+
+    `after_write(records)` runs after each batch is stored and before its offsets are
+    committed (the warehouse holds reads that arrive in a held plate range there)."""
     db = settings.clickhouse_database
     consumer = RecordConsumer(settings, codec, group, [topic or spec.topic], spec.model, deadletters,
                               client_id=f"{group}-sink")
@@ -326,5 +330,10 @@ def table_loop(settings: Settings, codec: Codec, store: Store, spec: TableSpec[R
                 refused.append((received, str(exc)[:500]))
         return refused
 
-    return ConsumerLoop(f"sink-{spec.table}", consumer, deadletters, store,
-                        lambda records: write_new(store, db, spec, records), settings, split)
+    def write(records: list[R]) -> int:
+        n = write_new(store, db, spec, records)
+        if after_write is not None:
+            after_write(records)
+        return n
+
+    return ConsumerLoop(f"sink-{spec.table}", consumer, deadletters, store, write, settings, split)
