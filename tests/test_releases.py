@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from alpr.audit.trail import AuditLog, read_events
+from alpr.warehouse import evidence
 from alpr.core.errors import Refused
 from alpr.access.releases import export, load_requests, review, submit
 from alpr.access.users import Authenticator, UserDirectory
@@ -70,13 +71,15 @@ def test_export_only_after_approval_by_another_supervisor_and_within_scope(setti
     assert approved.status == ReleaseStatus.APPROVED and approved.reviewed_by == users["sup_b"].name
 
     result = export(settings, codec, audit, users["analyst"], reads, req.request_id, tmp_path)
-    lines = [json.loads(x) for x in (result.folder / "reads.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (result.folder / "data" / "reads.jsonl").read_text().splitlines()]
     assert [r["read_id"] for r in lines] == ["in1", "in2"]  # not 'late', 'early' or the other plate
-    manifest = (result.folder / "manifest.json").read_bytes()
-    assert hashlib.sha256(manifest).hexdigest() == result.manifest_sha256
-    files = json.loads(manifest)["files"]
-    for name, digest in files.items():
-        assert hashlib.sha256((result.folder / name).read_bytes()).hexdigest() == digest
+    tagmanifest = (result.folder / "tagmanifest-sha256.txt").read_bytes()
+    assert hashlib.sha256(tagmanifest).hexdigest() == result.manifest_sha256
+    checked = evidence.verify(result.folder)  # one format, one verifier, for evidence and releases
+    assert (checked["package"], checked["request"], checked["rows"]) == ("release", req.request_id, 2)
+    (result.folder / "data" / "reads.jsonl").write_text("{}\n")
+    with pytest.raises(evidence.EvidenceInvalid, match="reads.jsonl: SHA-256 does not match"):
+        evidence.verify(result.folder)
     assert load_requests(settings, codec)[req.request_id].status == ReleaseStatus.EXPORTED
     with pytest.raises(Refused, match="EXPORTED"):  # once only
         export(settings, codec, audit, users["analyst"], reads, req.request_id, tmp_path / "again")

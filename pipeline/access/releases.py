@@ -5,14 +5,14 @@ compacted or expired): a request is PENDING, or ROUTED_TO_RECORDS when the
 requesting agency is neither law enforcement nor prosecutorial (those go through
 the public-records process and can never be exported here); a supervisor who is
 not the submitter approves or denies it with a reason; an APPROVED request is
-exported once, only within its plates x time range, as a package with a SHA-256
-manifest, and becomes EXPORTED. Every step, allowed or refused, is on the audit
+exported once, only within its plates x time range, as a BagIt package (the same
+format as evidence packages, alpr.warehouse.evidence; `alpr evidence verify` checks
+both), and becomes EXPORTED. Every step, allowed or refused, is on the audit
 topic before it takes effect.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -177,29 +177,27 @@ def export(settings: Settings, codec: Codec, audit: AuditLog, user: User, store:
                      subject=request_id, case_number=req.case_number, reason=str(exc)[:500])
         raise
     audit.record(actor=user.name, agency=user.agency, action="RELEASE_EXPORT", outcome="DONE", subject=request_id,
-                 case_number=req.case_number, rows=len(rows), details={"manifest_sha256": manifest_sha})
+                 case_number=req.case_number, rows=len(rows),
+                 details={"tagmanifest_sha256": manifest_sha, "empty": str(not rows).lower()})
     log.info("release.exported", request_id=request_id, rows=len(rows))
     return ExportResult(done, folder, len(rows), manifest_sha)
 
 
 def _write_package(folder: Path, req: ReleaseRequest, rows: list[dict], user: User) -> str:
+    """The release as a BagIt bag; returns its fingerprint (SHA-256 of the tag manifest)."""
+    from alpr.warehouse import evidence
+
     if folder.exists():
         raise AlprError(f"{folder} exists; an export is never overwritten")
-    folder.mkdir(parents=True)
-    files: dict[str, bytes] = {
-        "request.json": json.dumps(req.model_dump(mode="json"), indent=2, sort_keys=True).encode(),
-        "reads.jsonl": b"".join(json.dumps(r, sort_keys=True).encode() + b"\n" for r in rows),
-    }
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
-    manifest = {"request_id": req.request_id, "case_number": req.case_number,
-                "requesting_agency": req.requesting_agency, "approved_by": req.reviewed_by,
-                "exported_by": user.name, "exported_at": datetime.now(timezone.utc).isoformat(), "rows": len(rows),
-                "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}
-    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
-    (folder / "manifest.json").write_bytes(manifest_bytes)
-    digest = hashlib.sha256(manifest_bytes).hexdigest()
-    (folder / "manifest.json.sha256").write_text(f"{digest}  manifest.json\n")
+    files = {"request.json": json.dumps(req.model_dump(mode="json"), indent=2, sort_keys=True).encode(),
+             "reads.jsonl": b"".join(json.dumps(r, sort_keys=True).encode() + b"\n" for r in rows)}
+    info = {"Source-Organization": req.requesting_agency, "External-Identifier": req.request_id,
+            "External-Description": f"ALPR release to {req.requesting_agency}, case {req.case_number}",
+            "ALPR-Package": "release", "ALPR-Request-Id": req.request_id, "ALPR-Case-Number": req.case_number,
+            "ALPR-Approved-By": req.reviewed_by or "", "ALPR-Exported-By": user.name,
+            "ALPR-Exported-At": datetime.now(timezone.utc).isoformat(), "ALPR-Rows": str(len(rows))}
+    staging, digest = evidence.stage(folder, files, info)
+    evidence.place(staging, folder)
     return digest
 
 

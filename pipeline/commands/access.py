@@ -273,8 +273,10 @@ def release_export(request_id: str, actor: str, out_dir: Path | None, password_s
         result = export(s.settings, s.codec, s.audit, user, store, request_id, out_dir)
     finally:
         store.close()
+    if not result.rows:
+        click.echo("warning: the package holds no reads: nothing of the approved scope is in the store", err=True)
     click.echo(json.dumps({"exported": request_id, "folder": str(result.folder), "rows": result.rows,
-                           "manifest_sha256": result.manifest_sha256}))
+                           "tagmanifest_sha256": result.manifest_sha256}))
 
 
 @release.command("list")

@@ -220,23 +220,29 @@ def evidence_group() -> None:
               help="New or empty directory (portable media) to write the package to.")
 @login_options
 def evidence_export(case: str, out: Path, actor: str, password_stdin: bool) -> None:
-    """Write the held reads of a case with their images and a SHA-256 manifest. Supervisors."""
+    """Write the held reads of a case with their images as a BagIt package (SHA-256 manifests). Supervisors.
+
+    Works while `alpr warehouse` runs (embedded: through it). An export that finds no stored
+    reads warns on stderr and is audited as empty."""
     from alpr.warehouse import evidence
     from alpr.warehouse.service import open_store_for_command
 
     session, who = login(actor, password_stdin, SUPERVISORS, "evidence")
     store = open_store_for_command(session.settings)
     try:
-        _echo(evidence.export(store, session.settings, session.codec, session.audit, case=case, out=out,
-                              user=who.name))
+        result = evidence.export(store, session.settings, session.codec, session.audit, case=case, out=out,
+                                 user=who.name)
     finally:
         store.close()
+    if "warning" in result:
+        click.echo(f"warning: {result['warning']}", err=True)
+    _echo(result)
 
 
 @evidence_group.command("verify")
 @click.argument("folder", type=click.Path(path_type=Path))
 def evidence_verify(folder: Path) -> None:
-    """Check every file of a package against its manifest; non-zero exit names the first bad file."""
+    """Check an evidence or release package (BagIt); non-zero exit names the first bad file."""
     from alpr.warehouse import evidence
 
     _echo(evidence.verify(folder))

@@ -1,16 +1,22 @@
 """Evidence packages: the reads a case holds, on portable media, verifiable later.
 
-`export` writes into an empty directory:
-  reads.jsonl       one JSON object per held read (no image bytes; `image` names the file)
-  images/NNNNNN.jpg the crop of each read that has one
-  manifest.json     case, agency, the holds (who placed each, when, why), who
-                    exported it and when, and every file with its SHA-256 and size
-  manifest.sha256   the SHA-256 of manifest.json, in `sha256sum` format, so
-                    `sha256sum -c manifest.sha256` works without this program
-The package is built in memory, the EVIDENCE_EXPORT audit event (with the manifest
-hash) is written, and only then are files written. `verify` checks the manifest's
-hash, every listed file, and that nothing unlisted was added; the first bad file is
-named.
+One package format for evidence and release exports: a BagIt bag (RFC 8493), written
+with the Library of Congress `bagit` package, so any BagIt tool (or `sha256sum -c
+manifest-sha256.txt` in the bag) can check it without this program:
+  bagit.txt, bag-info.txt   BagIt version; agency, case or request, who exported, rows
+  data/reads.jsonl          one JSON object per read (an evidence export names each image file)
+  data/images/NNNNNN.jpg    the crop of each read that has one (evidence exports)
+  data/case.json            evidence: the holds (who placed each, when, why), read ids held but
+                            not in the store; releases: data/request.json, the approved request
+  manifest-sha256.txt       SHA-256 of every payload file
+  tagmanifest-sha256.txt    SHA-256 of the manifest and the tag files; its own SHA-256 is the
+                            package's fingerprint, written to the audit event
+The bag is written into a hidden sibling folder, fingerprinted, the export is audited
+(EVIDENCE_EXPORT, with the fingerprint), and only then is the folder renamed into
+place. An export that finds no stored reads still writes its (empty) bag, but says
+so: a warning on the command's output and `empty: true` in the audit event.
+`verify` (`alpr evidence verify`, for both kinds) checks every manifest entry and that
+nothing was added, naming the first bad file.
 """
 
 from __future__ import annotations
@@ -18,10 +24,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
-from dataclasses import dataclass
+import shutil
+import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+
+import bagit
 
 from alpr.warehouse import holds
 from alpr.audit.trail import AuditLog
@@ -34,8 +45,9 @@ from alpr.schemas import Codec
 
 log = get_log(__name__)
 EXPORT = "EVIDENCE_EXPORT"
-FORMAT = "alpr-evidence/1"
-MANIFEST, MANIFEST_HASH = "manifest.json", "manifest.sha256"
+FORMAT = "BagIt 1.0 (RFC 8493), sha256"
+TAGMANIFEST = "tagmanifest-sha256.txt"
+logging.getLogger("bagit").setLevel(logging.WARNING)  # it logs every file it hashes at INFO
 _COLUMNS = ("read_id, frame_id, camera_id, agency, plate, plate_state, confidence, "
             "captured_at, read_at, lat, lon, heading_deg, model_version, frames_seen")
 
@@ -52,10 +64,20 @@ def sha256(data: bytes) -> str:
 
 @dataclass
 class Package:
-    files: dict[str, bytes]      # relative path -> content, manifest included
-    manifest_sha256: str
+    files: dict[str, bytes]      # payload: path under data/ -> content
+    info: dict[str, str]         # bag-info.txt fields
     rows: int
     images: int
+    missing: list[str] = field(default_factory=list)  # held read ids not in the store
+
+    @property
+    def warning(self) -> str | None:
+        if self.rows == 0:
+            return ("the package holds no reads: none of the held reads is in the store (purged, or never "
+                    "arrived)")
+        if self.missing:
+            return f"{len(self.missing)} held read id(s) are not in the store (purged, or never arrived)"
+        return None
 
 
 def build(store: Store, settings: Settings, case: str, user: str, now: datetime | None = None) -> Package:
@@ -66,6 +88,8 @@ def build(store: Store, settings: Settings, case: str, user: str, now: datetime 
         f"WHERE case_number = {lit(case)} AND status = 'ACTIVE' ORDER BY placed_at, hold_id")
     if not held_by:
         raise AlprError(f"no active hold for case {case}: only held reads are exported as evidence")
+    held_ids = sorted({r["read_id"] for r in store.rows(
+        f"SELECT DISTINCT read_id FROM {db}.held_reads WHERE case_number = {lit(case)}")})
     rows = store.rows(
         f"SELECT {_COLUMNS}, base64Encode(crop_jpeg) AS crop_b64 FROM {db}.reads FINAL "
         f"WHERE read_id IN (SELECT read_id FROM {db}.held_reads WHERE case_number = {lit(case)}) "
@@ -80,25 +104,64 @@ def build(store: Store, settings: Settings, case: str, user: str, now: datetime 
         if crop:
             name = f"images/{n:06d}.jpg"
             files[name] = crop
-            row["image"], row["image_sha256"] = name, sha256(crop)
+            row["image"], row["image_sha256"] = f"data/{name}", sha256(crop)
         lines.append(json.dumps(row, sort_keys=True, ensure_ascii=False))
     files["reads.jsonl"] = ("\n".join(lines) + "\n").encode() if lines else b""
-    manifest = {
-        "format": FORMAT, "case_number": case, "agency": settings.agency, "holds": held_by,
-        "exported_by": user, "exported_at": (now or datetime.now(timezone.utc)).isoformat(),
-        "rows": len(rows), "images_note": "crop images as stored; reads.jsonl carries no image bytes",
-        "files": [{"path": p, "sha256": sha256(b), "bytes": len(b)} for p, b in sorted(files.items())],
-    }
-    body = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
-    digest = sha256(body)
-    files[MANIFEST] = body
-    files[MANIFEST_HASH] = f"{digest}  {MANIFEST}\n".encode()
-    return Package(files, digest, len(rows), sum(1 for p in files if p.startswith("images/")))
+    found = {r["read_id"] for r in rows}
+    missing = [i for i in held_ids if i not in found]
+    exported_at = (now or datetime.now(timezone.utc)).isoformat()
+    files["case.json"] = json.dumps({
+        "case_number": case, "agency": settings.agency, "holds": held_by, "exported_by": user,
+        "exported_at": exported_at, "rows": len(rows), "held_read_ids_not_in_store": missing,
+        "images_note": "crop images as stored; reads.jsonl carries no image bytes",
+    }, indent=2, sort_keys=True).encode() + b"\n"
+    info = {"Source-Organization": settings.agency, "External-Identifier": case,
+            "External-Description": f"ALPR evidence: the held reads of case {case}",
+            "ALPR-Package": "evidence", "ALPR-Case-Number": case, "ALPR-Exported-By": user,
+            "ALPR-Exported-At": exported_at, "ALPR-Rows": str(len(rows))}
+    return Package(files, info, len(rows), sum(1 for p in files if p.startswith("images/")), missing)
 
 
 def _iso(text: str) -> str:
     """ClickHouse 'YYYY-MM-DD hh:mm:ss.ffffff' (UTC) as ISO 8601 with Z."""
     return text.replace(" ", "T") + "Z"
+
+
+def check_target(out: Path) -> Path:
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AlprError(f"{out} exists and is not an empty directory; a package is never overwritten")
+    return out
+
+
+def stage(out: Path, files: dict[str, bytes], info: dict[str, str]) -> tuple[Path, str]:
+    """Write a bag into a hidden sibling of `out`; returns (that folder, the bag's fingerprint)."""
+    out = check_target(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
+    try:
+        for rel, data in files.items():
+            path = staging / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        bagit.make_bag(str(staging), dict(info), checksums=["sha256"])
+        for path in staging.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as fh:
+                    os.fsync(fh.fileno())  # portable media get unplugged: the bytes must be on them
+    except (OSError, bagit.BagError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise AlprError(f"could not write the package next to {out}: {exc}") from None
+    return staging, sha256((staging / TAGMANIFEST).read_bytes())
+
+
+def place(staging: Path, out: Path) -> None:
+    """Move a staged bag into place (a rename on the same file system)."""
+    os.replace(staging, out)
+
+
+def discard(staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def export(store: Store, settings: Settings, codec: Codec, audit: AuditLog, *, case: str, out: Path,
@@ -107,57 +170,62 @@ def export(store: Store, settings: Settings, codec: Codec, audit: AuditLog, *, c
     case, user = case.strip(), user.strip()
     if not case or not user:
         raise AlprError("--case and --user are required and must not be empty")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise AlprError(f"{out} exists and is not an empty directory; an evidence package is never overwritten")
+    out = check_target(out)
     holds.sync(store, settings, codec)  # holds placed while the warehouse was down are applied first
     package = build(store, settings, case, user)
-    audit.record(actor=user, agency=settings.agency, action=EXPORT, outcome="ALLOWED", case_number=case,
-                 purpose="evidence export of held reads", subject=str(out.resolve()), rows=package.rows,
-                 details={"manifest_sha256": package.manifest_sha256, "images": str(package.images)})
-    out.mkdir(parents=True, exist_ok=True)
-    for rel, data in package.files.items():
-        path = out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())  # portable media get unplugged: the bytes must be on them
-    log.info("evidence.exported", rows=package.rows, images=package.images)
-    return {"case": case, "out": str(out), "rows": package.rows, "images": package.images,
-            "manifest_sha256": package.manifest_sha256}
+    staging, fingerprint = stage(out, package.files, package.info)
+    details = {"tagmanifest_sha256": fingerprint, "images": str(package.images), "format": FORMAT,
+               "empty": str(package.rows == 0).lower(), "held_read_ids_not_in_store": str(len(package.missing))}
+    if package.warning:
+        details["warning"] = package.warning
+    try:
+        audit.record(actor=user, agency=settings.agency, action=EXPORT, outcome="ALLOWED", case_number=case,
+                     purpose="evidence export of held reads", subject=str(out.resolve()), rows=package.rows,
+                     details=details)
+        place(staging, out)
+    except BaseException:
+        discard(staging)
+        raise
+    log.info("evidence.exported", rows=package.rows, images=package.images, empty=package.rows == 0)
+    result = {"case": case, "out": str(out), "rows": package.rows, "images": package.images,
+              "tagmanifest_sha256": fingerprint, "held_read_ids_not_in_store": len(package.missing)}
+    if package.warning:
+        result["warning"] = package.warning
+    return result
 
 
 def verify(folder: Path) -> dict:
-    """Check a package; raises EvidenceInvalid naming the first bad file."""
+    """Check a package (evidence or release); raises EvidenceInvalid naming the first bad file."""
     folder = Path(folder)
+    if not (folder / "bagit.txt").is_file() or not (folder / TAGMANIFEST).is_file():
+        raise EvidenceInvalid(f"{folder}: not a package (bagit.txt or {TAGMANIFEST} missing)")
     try:
-        recorded = (folder / MANIFEST_HASH).read_text().split()[0]
-        body = (folder / MANIFEST).read_bytes()
-    except (FileNotFoundError, IndexError, NotADirectoryError):
-        raise EvidenceInvalid(f"{folder}: not an evidence package ({MANIFEST} or {MANIFEST_HASH} missing)") from None
-    if sha256(body) != recorded:
-        raise EvidenceInvalid(f"{folder / MANIFEST}: SHA-256 does not match {MANIFEST_HASH} (manifest altered)")
-    try:
-        manifest = json.loads(body)
-        entries = manifest["files"]
-    except (ValueError, KeyError, TypeError):
-        raise EvidenceInvalid(f"{folder / MANIFEST}: not a manifest") from None
-    listed = {MANIFEST, MANIFEST_HASH}
-    for entry in entries:
-        rel = PurePosixPath(entry["path"])
-        if rel.is_absolute() or ".." in rel.parts:
-            raise EvidenceInvalid(f"{folder / MANIFEST}: file path {entry['path']!r} leaves the package")
-        path = folder / rel
-        listed.add(str(rel))
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise EvidenceInvalid(f"{path}: missing") from None
-        if sha256(data) != entry["sha256"] or len(data) != entry["bytes"]:
-            raise EvidenceInvalid(f"{path}: SHA-256 does not match the manifest (file altered)")
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.relative_to(folder).as_posix() not in listed:
-            raise EvidenceInvalid(f"{path}: not in the manifest (file added)")
-    return {"ok": True, "case": manifest.get("case_number"), "files": len(entries),
-            "rows": manifest.get("rows"), "manifest_sha256": recorded}
+        bag = bagit.Bag(str(folder))
+        listed = set(bag.entries) | {TAGMANIFEST}
+        for path in sorted(folder.rglob("*")):  # bagit allows unlisted tag files; an evidence package does not
+            if path.is_file() and path.relative_to(folder).as_posix() not in listed:
+                raise EvidenceInvalid(f"{path}: not in the manifest (file added)")
+        for rel, digests in sorted(bag.entries.items()):  # each file by name, before bagit's totals check
+            path = folder / rel
+            if not path.is_file():
+                raise EvidenceInvalid(f"{path}: missing")
+            if "sha256" in digests and sha256(path.read_bytes()) != digests["sha256"]:
+                raise EvidenceInvalid(f"{path}: SHA-256 does not match the manifest (file altered)")
+        bag.validate(processes=1)  # the BagIt rules themselves (bagit.txt, Payload-Oxum, manifests)
+    except bagit.BagValidationError as exc:
+        first = exc.details[0] if exc.details else None
+        if isinstance(first, bagit.ChecksumMismatch):
+            raise EvidenceInvalid(f"{folder / first.path}: SHA-256 does not match the manifest (file altered)") \
+                from None
+        if isinstance(first, bagit.FileMissing):
+            raise EvidenceInvalid(f"{folder / first.path}: missing") from None
+        if isinstance(first, bagit.UnexpectedFile):
+            raise EvidenceInvalid(f"{folder / first.path}: not in the manifest (file added)") from None
+        raise EvidenceInvalid(f"{folder}: {exc.message}") from None
+    except bagit.BagError as exc:
+        raise EvidenceInvalid(f"{folder}: not a valid package ({exc})") from None
+    info = bag.info
+    return {"ok": True, "format": FORMAT, "package": info.get("ALPR-Package"),
+            "case": info.get("ALPR-Case-Number"), "request": info.get("ALPR-Request-Id"),
+            "files": len(bag.payload_entries()), "rows": int(info.get("ALPR-Rows", 0)),
+            "tagmanifest_sha256": sha256((folder / TAGMANIFEST).read_bytes())}
