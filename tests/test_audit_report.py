@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from alpr.core import kafka
 from alpr.audit.trail import AuditLog, read_events
-from alpr.audit.report import build_report, period, render_text
+from alpr.audit.report import ACTIONS, build_report, period, render_text
 from alpr.core.topics import AUDIT
 from alpr.schemas import AuditEvent
 from tests.conftest import make_topic
@@ -45,7 +45,14 @@ def _write_period_events(settings, codec, actor: str) -> None:
                  reason="no completed ALPR training is on record")
     audit.record(actor=actor, agency="SPD", action="RELEASE_EXPORT", outcome="DONE", subject="rq-1", rows=2)
     audit.record(actor=f"system:{actor}", agency="SPD", action="HOLD_ADD", outcome="DONE", subject="h-1")
-    audit.record(actor=f"system:{actor}", agency="SPD", action="PURGE", outcome="DONE", rows=100)
+    audit.record(actor=f"system:{actor}", agency="SPD", action="PURGE", outcome="DONE", rows=100,
+                 details={"purged": "100", "held_kept": "9"})
+    audit.record(actor=actor, agency="SPD", action="EVIDENCE_EXPORT", outcome="ALLOWED", case_number="24-9", rows=0,
+                 details={"empty": "true", "warning": "the package holds no reads"})
+    audit.record(actor=actor, agency="SPD", action="READS_IMPORT", outcome="ALLOWED", rows=3000,
+                 details={"partner_agency": "SDPD"})
+    audit.record(actor=actor, agency="SPD", action="PARTIAL_ADD", outcome="ALLOWED", case_number="24-9")
+    audit.record(actor=actor, agency="SPD", action="ALERTS_FOLLOW", outcome="ALLOWED")
 
 
 def test_report_sections(settings, codec, unique) -> None:
@@ -62,12 +69,43 @@ def test_report_sections(settings, codec, unique) -> None:
     assert any(r["actor"] == actor and "training" in r["reason"] for r in report["logins_refused"])
     assert any(r["actor"] == actor for r in report["releases"])
     assert {r["action"] for r in report["holds_and_purges"] if r["actor"] == f"system:{actor}"} == {"HOLD_ADD", "PURGE"}
+    assert [r["details"]["empty"] for r in report["evidence_exports"] if r["actor"] == actor] == ["true"]
+    assert [r["rows"] for r in report["imports"] if r["actor"] == actor] == [3000]
+    assert [r["action"] for r in report["hotlist_and_partial_changes"] if r["actor"] == actor] == ["PARTIAL_ADD"]
+    assert [r["action"] for r in report["alert_views_and_lists"] if r["actor"] == actor] == ["ALERTS_FOLLOW"]
+    counts = report["events_by_type"]
+    assert set(ACTIONS) <= set(counts) and counts["EVIDENCE_EXPORT"]["total"] >= 1
+    assert counts["RELEASE_DENY"]["total"] >= 0 and counts["QUERY"]["REFUSED"] >= 1
     text = render_text(report)
     assert "Audit chain: INTACT" in text and "burglary series pattern analysis" in text
+    purge_line = next(x for x in text.splitlines() if f"system:{actor}" in x and "PURGE" in x)
+    assert "rows=100" in purge_line and "held_kept=9" in purge_line
+    assert "WARNING: the package holds no reads" in text and "Events by type" in text
     # the period is honoured
     assert build_report(read_events(settings, codec), *period(today.replace(year=today.year - 1),
                                                                today.replace(year=today.year - 1)))[
         "events_in_period"] == 0
+
+
+def test_every_event_type_written_anywhere_is_in_the_report() -> None:
+    """Scan the source for the actions it audits; the report must name (and count) each one."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    written: set[str] = set()
+    word = r'"([A-Z]+(?:_[A-Z]+)*)"'
+    for path in [*(root / "pipeline").rglob("*.py"), *(root / "topologies").rglob("*.py")]:
+        text = path.read_text()
+        consts = dict(re.findall(r'^([A-Z_]+) = ' + word, text, re.M))
+        for line in text.splitlines():
+            if "action=" in line or "_audit_quietly(" in line or "_publish_user(" in line \
+                    or re.search(r'action = "', line):
+                written |= set(re.findall(word, line))
+                written |= {consts[n] for n in re.findall(r"action=([A-Z_]+)\b", line) if n in consts}
+    written -= {"ALLOWED", "REFUSED", "FAILED", "DONE"}  # outcomes, not actions
+    assert {"PURGE", "EVIDENCE_EXPORT", "READS_IMPORT", "QUERY", "RELEASE_DENY", "CHAIN_START"} <= written
+    assert written - set(ACTIONS) == set()
 
 
 def test_report_cli_json(settings, codec, unique, cli_env) -> None:
