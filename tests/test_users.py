@@ -159,3 +159,66 @@ def test_users_commands_are_authenticated_and_audited(settings, codec, unique, c
     # a wrong administrator password changes nothing
     r = _alpr(["users", "enable", newbie, "--user", admin, "--password-stdin"], "wrong password!!\n")
     assert r.exit_code != 0 and "password is wrong" in r.output
+
+
+@pytest.fixture
+def fresh_install(tmp_path, monkeypatch):
+    """A broker of its own: the first-administrator path depends on the users topic being empty."""
+    from alpr.core.settings import load_settings
+    from alpr.core.settings import settings as cached
+    from alpr.core.topics import apply_topics
+    from alpr.ops.broker import DevBroker, free_port
+
+    b = DevBroker("127.0.0.1", free_port(), tmp_path / "broker.log").start()
+    s = load_settings(kafka_bootstrap=b.bootstrap, data_dir=tmp_path / "data")
+    apply_topics(kafka.admin(s), replication_factor=1)
+    monkeypatch.setenv("ALPR_KAFKA_BOOTSTRAP", s.kafka_bootstrap)
+    monkeypatch.setenv("ALPR_DATA_DIR", str(s.data_dir))
+    cached.cache_clear()
+    yield s
+    cached.cache_clear()
+    b.stop()
+
+
+def test_first_administrator_cannot_lock_the_installation_out(fresh_install, codec) -> None:
+    settings = fresh_install
+    first = ["users", "add", "chief", "--role", "administrator", "--agency", "RIC", "--password-stdin"]
+    untrained = _alpr(first, "first admin password\n")
+    assert untrained.exit_code != 0 and "--trained" in untrained.output
+    stale = _alpr([*first, "--trained", "2020-01-01"], "first admin password\n")
+    assert stale.exit_code != 0 and "older than" in stale.output
+    analyst = _alpr(["users", "add", "x-an", "--role", "analyst", "--agency", "RIC", "--trained", "2026-11-01",
+                     "--password-stdin"], "an analyst password\n")
+    assert analyst.exit_code != 0 and "only an administrator" in analyst.output
+    assert UserDirectory(settings, codec).load().all() == []  # nothing was written by the refusals
+
+    ok = _alpr([*first, "--trained", (datetime.now(timezone.utc) - timedelta(days=3)).date().isoformat()],
+               "first admin password\n")
+    assert ok.exit_code == 0, ok.output
+    # the first administrator can log in and work at once: train someone else
+    again = _alpr(["users", "add", "second", "--role", "administrator", "--agency", "RIC", "--trained",
+                   "2026-11-01", "--password-stdin"], "another password\n")
+    assert again.exit_code != 0 and "only an administrator" in again.output  # the path is closed now
+    added = _alpr(["users", "add", "clerk", "--role", "analyst", "--agency", "RIC", "--user", "chief",
+                   "--password-stdin"], "first admin password\nclerk password 12\n")
+    assert added.exit_code == 0, added.output
+    trained = _alpr(["users", "train", "clerk", "--date", "2026-11-01", "--user", "chief", "--password-stdin"],
+                    "first admin password\n")
+    assert trained.exit_code == 0, trained.output
+
+
+def test_an_installation_locked_out_by_an_untrained_first_admin_can_recover(fresh_install, codec) -> None:
+    """What earlier versions allowed: an untrained first administrator. The path stays open until an
+    administrator with training exists, and the recovery is audited as such."""
+    settings = fresh_install
+    publish_user(settings, codec, "stuck-admin", role="ADMINISTRATOR", trained_days_ago=None)
+    r = _alpr(["users", "list", "--user", "stuck-admin", "--password-stdin"], f"{PASSWORD}\n")
+    assert r.exit_code != 0 and "training" in r.output  # locked out, as reported
+    ok = _alpr(["users", "add", "chief2", "--role", "administrator", "--agency", "RIC", "--trained", "2026-11-01",
+                "--password-stdin"], "first admin password\n")
+    assert ok.exit_code == 0, ok.output
+    (event,) = [e for _, e in read_events(settings, codec) if e.action == "USER_ADD"]
+    assert event.actor == "system:bootstrap" and event.details["bootstrap"].startswith("recovery")
+    r = _alpr(["users", "train", "stuck-admin", "--date", "2026-11-01", "--user", "chief2", "--password-stdin"],
+              "first admin password\n")
+    assert r.exit_code == 0, r.output

@@ -333,21 +333,41 @@ def has_administrator(directory: UserDirectory) -> bool:
     return any(u.role == UserRole.ADMINISTRATOR and not u.disabled for u in directory.all())
 
 
+def bootstrap_open(directory: UserDirectory) -> bool:
+    """The first-administrator path (no acting administrator) is open while no enabled administrator
+    has training on record. An administrator created untrained (which earlier versions allowed)
+    could never log in, and nobody could record their training: this is the way out."""
+    return not any(u.role == UserRole.ADMINISTRATOR and not u.disabled and u.trained_at is not None
+                   for u in directory.all())
+
+
 def add_user(settings: Settings, codec: Codec, directory: UserDirectory, audit: AuditLog, actor: User | None, *,
              name: str, role: UserRole, agency: str, password: str, trained_at: datetime | None) -> User:
     check_name(name)
-    if actor is None and (has_administrator(directory) or role != UserRole.ADMINISTRATOR):
-        raise Refused("only an administrator may add users (the first administrator is the one exception)")
+    now = datetime.now(timezone.utc)
+    details: dict[str, str] = {}
+    if actor is None:
+        if role != UserRole.ADMINISTRATOR or not bootstrap_open(directory):
+            raise Refused("only an administrator may add users (the first administrator is the one exception)")
+        # The first administrator must be able to log in, or the installation is locked out for good.
+        if trained_at is None:
+            raise Refused("the first administrator needs a completed ALPR training date (--trained YYYY-MM-DD): "
+                          "an untrained administrator can never log in, and nobody could record the training")
+        if now - trained_at > timedelta(days=settings.training_valid_days):
+            raise Refused(f"the first administrator's training ({trained_at:%Y-%m-%d}) is older than "
+                          f"{settings.training_valid_days} days: they could not log in; give the refresher's date")
+        untrained = [u.name for u in directory.all() if u.role == UserRole.ADMINISTRATOR and not u.disabled]
+        details["bootstrap"] = ("recovery: no administrator with training on record (" + ",".join(untrained) + ")"
+                                if untrained else "first administrator")
     if directory.get(name) is not None or directory.is_broken(name):
         raise Refused(f"user {name} exists; use `alpr users train/disable` to change it")
-    now = datetime.now(timezone.utc)
     if trained_at is not None and trained_at > now:
         raise Refused("the training date is in the future")
     user = User(name=name, role=role, agency=agency, password_hash=hash_password(password), trained_at=trained_at,
                 changed_by=actor.name if actor else "system:bootstrap", changed_at=now)
     return _publish_user(settings, codec, user, audit, "USER_ADD", actor,
                          {"role": role.value, "user_agency": agency,
-                          "trained_at": trained_at.isoformat() if trained_at else ""})
+                          "trained_at": trained_at.isoformat() if trained_at else "", **details})
 
 
 def _existing(directory: UserDirectory, name: str) -> User:

@@ -40,14 +40,20 @@ def users() -> None:
 @click.argument("name")
 @click.option("--role", type=_ROLES, required=True)
 @click.option("--agency", required=True, help="The user's agency code.")
-@click.option("--trained", "trained", help="Date ALPR training was completed (YYYY-MM-DD); omitted: not trained.")
-@click.option("--user", "actor", help="The administrator making the change (omit only for the first administrator).")
+@click.option("--trained", "trained", help="Date ALPR training was completed (YYYY-MM-DD); omitted: not trained "
+              "(refused for the first administrator, who must be able to log in).")
+@click.option("--user", "actor", help="The administrator making the change (omit only for the first administrator, "
+              "who is created trained).")
 @click.option("--password-stdin", is_flag=True, help="Read passwords from stdin: the administrator's, then the new user's.")
 def users_add(name: str, role: str, agency: str, trained: str | None, actor: str | None, password_stdin: bool) -> None:
     """Add a user; the new password is prompted (or read from stdin), never an argument."""
     from alpr.access.users import add_user
 
     s = Session("users-cli")
+    if not actor and (role != "administrator" or not trained):  # before any password is asked
+        raise AlprError("only an administrator may add users; without --user only the first administrator is "
+                        "added, and with --trained DATE (an untrained administrator could never log in, and "
+                        "nobody could record the training)")
     prompts = ([(f"password of {actor}", False)] if actor else []) + [(f"new password for {name}", True)]
     pw = read_passwords(password_stdin, prompts)
     acting = s.login(actor, pw[0], {UserRole.ADMINISTRATOR}) if actor else None
