@@ -302,3 +302,67 @@ def test_alpr_warehouse_process_stops_on_sigterm(settings, tmp_path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+class _Letters:
+    """Stands in for the consumer's dead-letter call in writer-level tests."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def dead_letter(self, message, reason: str, error_class: str) -> None:
+        self.sent.append((reason, error_class))
+
+
+def test_fast_path_stores_only_what_the_model_accepts(settings, codec, store, unique) -> None:
+    """Each PlateRead rule broken once in an Avro body the model never saw: ClickHouse's check refuses it,
+    the model then names why, and it is dead-lettered; a valid read in the same batch is stored."""
+    import io
+
+    import fastavro
+
+    from alpr.schemas import PlateRead
+    from alpr.warehouse import fastreads
+
+    schema = codec.schema_for(PlateRead)
+    good = read(0).model_copy(update={"read_id": f"{unique}-ok", "captured_at": NOW}).to_avro()
+    broken = {"plate": {"plate": "ab-12"}, "confidence": {"confidence": 1.5},
+              "lat": {"position": {"lat": 91.0, "lon": 0.0, "heading_deg": None}},
+              "heading": {"position": {"lat": 1.0, "lon": 0.0, "heading_deg": 360.0}},
+              "box": {"box": [50, 0, 10, 0]}, "frames": {"frames_seen": 0}, "camera": {"camera_id": ""},
+              "model": {"model_version": "m" * 257}}
+
+    def body(fields: dict) -> bytes:
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, schema.parsed, fields)
+        return buf.getvalue()
+
+    raws = [fastreads.RawRead(None, body(good), good["read_id"])]
+    for name, change in broken.items():
+        fields = {**good, **change, "read_id": f"{unique}-{name}"}
+        raws.append(fastreads.RawRead(None, body(fields), fields["read_id"]))
+    letters = _Letters()
+    writer = fastreads.ReadsWriter(store, settings, codec, letters)
+    assert writer(raws) == 1
+    assert [r["read_id"] for r in store.rows("SELECT read_id FROM alpr.reads")] == [f"{unique}-ok"]
+    assert writer.fast_rows == 1 and len(letters.sent) == len(broken)
+    assert all(cls == "UndecodableRecord" and "PlateRead invalid" in reason for reason, cls in letters.sent)
+    assert all(r.dead for r in raws[1:])
+    assert writer(raws) == 0 and len(letters.sent) == len(broken)  # a retried batch: no second dead letter
+
+
+def test_fast_path_falls_back_when_a_body_does_not_line_up(settings, codec, store, unique) -> None:
+    """A body with trailing bytes shifts every later record in the container: the batch takes the slow path."""
+    from alpr.schemas import PlateRead
+    from alpr.warehouse import fastreads
+
+    prefix = len(b"\xc3\x01") + len(codec.schema_for(PlateRead).fingerprint)
+    reads = _reads(unique, 3)
+    bodies = [codec.encode(r, "alpr.reads")[prefix:] for r in reads]
+    bodies[1] += b"\x02\x41"  # trailing bytes: fastavro's reader sees them, the model path refuses the record
+    raws = [fastreads.RawRead(None, b, fastreads.first_string(b)) for b in bodies]
+    letters = _Letters()
+    writer = fastreads.ReadsWriter(store, settings, codec, letters)
+    assert writer(raws) == 2 and writer.fast_rows == 0
+    assert {r["read_id"] for r in store.rows("SELECT read_id FROM alpr.reads")} == {reads[0].read_id, reads[2].read_id}
+    assert len(letters.sent) == 1 and "trailing bytes" in letters.sent[0][0]

@@ -68,7 +68,10 @@ class Settings(BaseSettings):
 
     # --- Warehouse
     sink_batch_rows: int = Field(
-        5000, ge=1, le=100000, description="Most records the sink inserts into ClickHouse in one batch.")
+        20000, ge=1, le=100000, description="Most records the sink inserts into ClickHouse in one batch.")
+    sink_batch_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024 * 1024,
+        description="Most record bytes (Kafka values) the sink holds in one batch; bounds memory when reads carry images.")
     sink_batch_seconds: float = Field(
         1.0, gt=0, le=60, description="Longest a record waits in the sink before its batch is inserted.")
     sink_retry_max_seconds: float = Field(
