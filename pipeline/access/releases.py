@@ -127,7 +127,7 @@ class ExportResult:
     request: ReleaseRequest
     folder: Path
     rows: int
-    manifest_sha256: str
+    manifest_sha256: str  # SHA-256 of the bag's tag manifest (the package fingerprint)
 
 
 def _scope_sql(req: ReleaseRequest, database: str) -> str:
@@ -141,7 +141,7 @@ def _scope_sql(req: ReleaseRequest, database: str) -> str:
 
 def export(settings: Settings, codec: Codec, audit: AuditLog, user: User, store: Store, request_id: str,
            out_dir: Path | None = None) -> ExportResult:
-    """Write the package of an APPROVED request: reads.jsonl, request.json, manifest.json (+ its sha256)."""
+    """Write the package of an APPROVED request as a BagIt bag: data/reads.jsonl, data/request.json."""
     req = load_requests(settings, codec).get(request_id)
     if req is None:
         _refuse(audit, user, "RELEASE_EXPORT", request_id, f"no release request {request_id}")
