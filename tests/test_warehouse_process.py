@@ -95,7 +95,7 @@ def env(tmp_path, monkeypatch):
     b.stop()
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 def test_custodians_and_operators_work_while_the_warehouse_runs(env, tmp_path) -> None:
     settings, e = env
     codec = Codec()
@@ -114,9 +114,9 @@ def test_custodians_and_operators_work_while_the_warehouse_runs(env, tmp_path) -
                             stdout=subprocess.PIPE, stderr=open(tmp_path / "warehouse.log", "wb"), text=True)
     feeding = threading.Event()
     try:
-        url = _until(lambda: _metrics_url(settings, "wh-test") or proc.poll() is not None, 90, "a metrics URL")
+        url = _until(lambda: _metrics_url(settings, "wh-test") or proc.poll() is not None, 120, "a metrics URL")
         assert proc.poll() is None, (tmp_path / "warehouse.log").read_text()
-        _until(lambda: _status(url, "/readyz") == 200, 90, "the warehouse ready")
+        _until(lambda: _status(url, "/readyz") == 200, 120, "the warehouse ready")
         assert warehouse_running(settings)
 
         # Historical partner reads (500 days old), three in the held range and four not.
@@ -142,9 +142,9 @@ def test_custodians_and_operators_work_while_the_warehouse_runs(env, tmp_path) -
         feeder.start()
         store = RemoteStore(settings)  # the running warehouse's store, as the custodial commands see it
         ids = lambda: {r["read_id"] for r in store.rows("SELECT read_id FROM alpr.reads WHERE read_id NOT LIKE 'now-%'")}  # noqa: E731
-        _until(lambda: len(ids()) == 7, 60, "the historical reads stored")
+        _until(lambda: len(ids()) == 7, 120, "the historical reads stored")
         _until(lambda: store.scalar("SELECT count() FROM alpr.held_reads WHERE hold_id = "
-                                    f"'{hold.hold_id}'") == 3, 30, "the range hold to cover its reads")
+                                    f"'{hold.hold_id}'") == 3, 60, "the range hold to cover its reads")
         store.command("ALTER TABLE alpr.reads MATERIALIZE TTL SETTINGS mutations_sync = 2")  # a TTL pass, now
         assert ids() == {r.read_id for r in held + unheld}  # nothing expired at insert, held or not
 
