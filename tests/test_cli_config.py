@@ -97,3 +97,59 @@ def test_stack_up_status_down(tmp_path) -> None:
         down = run_alpr("stack", "down", env=env)
     assert down.returncode == 0 and "broker" in down.stdout
     assert "running" not in run_alpr("stack", "status", env=env).stdout
+
+
+@pytest.fixture
+def scrubbed_env(monkeypatch):
+    """No ALPR_ variable from the caller's shell leaks into a settings test."""
+    for key in [k for k in os.environ if k.startswith("ALPR_")]:
+        monkeypatch.delenv(key)
+    return monkeypatch
+
+
+def test_settings_that_only_make_sense_together_are_given_together(scrubbed_env, tmp_path) -> None:
+    from alpr.core.errors import ConfigError
+    from alpr.core.settings import load_settings
+
+    with pytest.raises(ConfigError, match="proxy_tls_cert and proxy_tls_key"):
+        load_settings(proxy_tls_cert=tmp_path / "cert.pem")
+    with pytest.raises(ConfigError, match="SASL_SSL needs kafka_sasl_username and kafka_sasl_password"):
+        load_settings(kafka_security_protocol="SASL_SSL", kafka_sasl_username="svc")
+    with pytest.raises(ConfigError, match="only with kafka_security_protocol=SASL_SSL"):
+        load_settings(kafka_sasl_username="svc", kafka_sasl_password="pw")
+    ok = load_settings(kafka_security_protocol="SASL_SSL", kafka_sasl_username="svc", kafka_sasl_password="pw",
+                       proxy_tls_cert=tmp_path / "c.pem", proxy_tls_key=tmp_path / "k.pem")
+    assert ok.kafka_sasl_password.get_secret_value() == "pw"
+
+
+def test_secrets_come_from_the_environment_only(scrubbed_env, tmp_path) -> None:
+    from alpr.core.errors import ConfigError
+    from alpr.core.settings import load_settings
+
+    cfg = tmp_path / "alpr.toml"
+    cfg.write_text('clickhouse_url = "https://ch:8443"\nclickhouse_password = "in-a-file"\n')
+    scrubbed_env.setenv("ALPR_CONFIG", str(cfg))
+    with pytest.raises(ConfigError, match="clickhouse_password is a secret and comes from the environment only"):
+        load_settings()
+    cfg.write_text('clickhouse_url = "https://ch:8443"\n')
+    scrubbed_env.setenv("ALPR_CLICKHOUSE_PASSWORD", "from-env")
+    assert load_settings().clickhouse_password.get_secret_value() == "from-env"
+
+
+def test_trt_cache_is_a_setting_the_tensorrt_backend_reads(scrubbed_env, tmp_path) -> None:
+    """ALPR_TRT_CACHE is declared once; `alpr config` lists it and the backend's default comes from it."""
+    import inspect
+
+    from alpr.core.settings import describe, load_settings
+    from alpr.gpu import tensorrt_engine
+
+    scrubbed_env.setenv("ALPR_TRT_CACHE", str(tmp_path / "engines"))
+    assert load_settings().trt_cache == tmp_path / "engines"
+    assert "ALPR_TRT_CACHE" in {row[0] for row in describe()}
+    assert "settings().trt_cache" in inspect.getsource(tensorrt_engine.TensorRTBackend.__init__)
+
+
+def test_malformed_toml_is_one_line(tmp_path) -> None:
+    cfg = tmp_path / "alpr.toml"
+    cfg.write_text('retention_days = = 400\n')
+    assert_one_line_error(run_alpr("config", env={"ALPR_CONFIG": str(cfg)}), "not valid TOML")

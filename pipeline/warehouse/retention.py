@@ -27,7 +27,7 @@ from alpr.audit.trail import AuditLog
 from alpr.core.errors import AlprError, Refused
 from alpr.core.logs import get_log
 from alpr.core.settings import MIN_RETENTION_DAYS, Settings
-from alpr.warehouse.sink import ts_lit
+from alpr.core.sql import ts_lit
 from alpr.core.store import Store, StoreError
 from alpr.schemas import Codec
 
