@@ -153,3 +153,68 @@ def test_malformed_toml_is_one_line(tmp_path) -> None:
     cfg = tmp_path / "alpr.toml"
     cfg.write_text('retention_days = = 400\n')
     assert_one_line_error(run_alpr("config", env={"ALPR_CONFIG": str(cfg)}), "not valid TOML")
+
+
+# --- first contact: what a new user sees before anything runs
+
+def test_before_stack_up_commands_say_to_run_it(tmp_path) -> None:
+    dead = str(free_port())
+    result = run_alpr("hotlist", "list", "--user", "someone", env={"ALPR_BROKER_PORT": dead,
+                                                                   "ALPR_DATA_DIR": str(tmp_path)})
+    assert_one_line_error(result, "alpr stack up")
+    assert "ALPR_KAFKA_BOOTSTRAP" in result.stderr  # and how to point at a real cluster instead
+
+
+def test_stack_status_tells_stopped_from_running(tmp_path, broker) -> None:
+    stopped = run_alpr("stack", "status", env={"ALPR_BROKER_PORT": str(free_port()), "ALPR_DATA_DIR": str(tmp_path)})
+    assert stopped.returncode == 0
+    kafka_line = next(line for line in stopped.stdout.splitlines() if line.startswith("kafka"))
+    assert " stopped " in kafka_line and "alpr stack up" in kafka_line
+    running = run_alpr("stack", "status", env={"ALPR_KAFKA_BOOTSTRAP": broker.bootstrap,
+                                               "ALPR_DATA_DIR": str(tmp_path)})
+    kafka_line = next(line for line in running.stdout.splitlines() if line.startswith("kafka"))
+    assert " running " in kafka_line
+
+
+def test_camera_pointed_at_a_missing_folder_fails_at_once(tmp_path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for source, needle in ((str(tmp_path / "nope"), "no such file or folder"), (str(empty), "has no images")):
+        result = run_alpr("camera", "--camera-id", "c1", "--agency", "SPD", "--source", source, "--lat", "38.5",
+                          "--lon", "-121.5", env={"ALPR_BROKER_PORT": str(free_port())}, timeout=20)
+        assert_one_line_error(result, "--source", needle)
+
+
+def test_one_off_commands_keep_info_logs_out_unless_asked(tmp_path) -> None:
+    """`alpr stack status` logs nothing at INFO by default; -v shows it."""
+    env = {"ALPR_BROKER_PORT": str(free_port()), "ALPR_DATA_DIR": str(tmp_path)}
+    quiet = run_alpr("stack", "status", env=env)
+    assert quiet.stderr == ""
+    loud = run_alpr("-v", "migrate", env=env)
+    assert loud.returncode == 0 and "INFO" in loud.stderr
+
+
+def test_config_prints_a_table_a_person_reads(tmp_path) -> None:
+    result = run_alpr("config", env={"ALPR_RETENTION_DAYS": "400", "ALPR_CLICKHOUSE_PASSWORD": "pw"})
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    at = lines.index(next(line for line in lines if line.startswith("ALPR_RETENTION_DAYS")))
+    assert lines[at].split() == ["ALPR_RETENTION_DAYS", "integer"]
+    assert lines[at + 1].split() == ["now:", "400", "default:", "365"]
+    assert "pw" not in result.stdout  # secrets are never printed
+    secret = next(i for i, line in enumerate(lines) if line.startswith("ALPR_CLICKHOUSE_PASSWORD"))
+    assert "(secret)" in lines[secret + 1]
+
+
+def test_hotlist_import_of_latin1_or_a_jpeg_is_one_line(tmp_path) -> None:
+    from alpr.alerting.hotlist import diff_csv
+    from alpr.core.errors import BadInput
+
+    latin1 = tmp_path / "extract.csv"
+    latin1.write_bytes(b"plate,state,reason,source,case_number,expires\n"
+                       b"7ABC123,CA,STOLEN_VEHICLE,CA,26-1,2027-01-01\nJOS\xe9,CA,WARRANT,CA,26-2,2027-01-01\n")
+    jpeg = tmp_path / "photo.csv"
+    jpeg.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)))
+    for path in (latin1, jpeg):
+        with pytest.raises(BadInput, match="not UTF-8 text.*nothing imported"):
+            diff_csv(path, "CA", {}, agency="SPD", user="u")

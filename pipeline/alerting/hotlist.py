@@ -171,7 +171,11 @@ def diff_csv(path: Path, source: str, current_list: dict[str, HotlistEntry], *, 
         raise BadInput(f"{path}: cannot read ({exc.strerror})") from None
     with fh:
         reader = csv.DictReader(fh)
-        header = [h.strip().lower() for h in (reader.fieldnames or [])]
+        try:
+            header = [h.strip().lower() for h in (reader.fieldnames or [])]
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"{path}: not UTF-8 text ({exc.reason}); export the extract as "
+                           "UTF-8 CSV; nothing imported") from None
         missing = [c for c in COLUMNS if c not in header]
         unknown = [h for h in header if h not in COLUMNS + OPTIONAL_COLUMNS]
         if missing or unknown:
@@ -201,6 +205,9 @@ def diff_csv(path: Path, source: str, current_list: dict[str, HotlistEntry], *, 
                 wanted[entry.key] = entry
         except csv.Error as exc:
             raise BadInput(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from None
+        except UnicodeDecodeError as exc:  # a Latin-1 export, or not text at all (a JPEG)
+            raise BadInput(f"{path}: not UTF-8 text ({exc.reason}); export the extract as "
+                           "UTF-8 CSV; nothing imported") from None
     for key, entry in wanted.items():
         old = current_list.get(key)
         if old is None:

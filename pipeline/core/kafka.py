@@ -9,12 +9,14 @@ after its effect is durable (at-least-once).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -87,8 +89,17 @@ def check_reachable(settings: Settings, timeout: float = 5.0) -> None:
     try:
         admin(settings, logger=_QUIET_LOG).list_topics(timeout=timeout)
     except KafkaException as exc:
+        if "ALPR_KAFKA_BOOTSTRAP" not in os.environ and not _configured_in_file():
+            raise Unavailable(f"no Kafka broker at {settings.kafka_bootstrap}: start the embedded stack with "
+                              "`alpr stack up`, or set ALPR_KAFKA_BOOTSTRAP to your cluster") from None
         raise Unavailable(f"Kafka broker unreachable at {settings.kafka_bootstrap} "
-                          f"(setting ALPR_KAFKA_BOOTSTRAP): {exc.args[0].str()}") from None
+                          f"(ALPR_KAFKA_BOOTSTRAP): {exc.args[0].str()}") from None
+
+
+def _configured_in_file() -> bool:
+    """Whether the TOML file named by ALPR_CONFIG sets the bootstrap (then the cluster is meant)."""
+    path = os.environ.get("ALPR_CONFIG")
+    return bool(path) and "kafka_bootstrap" in Path(path).read_text(errors="replace")
 
 
 class Publisher:

@@ -206,6 +206,23 @@ def describe() -> list[tuple[str, str, str, str]]:
     """(env var, type, default, meaning) for every setting: what `alpr config` prints."""
     rows = []
     for name, field in Settings.model_fields.items():
-        rows.append((ENV_PREFIX + name.upper(), str(field.annotation).replace("typing.", ""),
-                     repr(field.default), field.description or ""))
+        default = "(unset)" if field.default is None else str(field.default)
+        rows.append((ENV_PREFIX + name.upper(), _type_name(field.annotation), default, field.description or ""))
     return rows
+
+
+def _type_name(annotation: object) -> str:
+    """A person's name for a setting's type: 'one of PLAINTEXT, SSL', 'path, optional', 'secret'."""
+    import types
+    import typing
+
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        return _type_name(inner[0] if len(inner) == 1 else typing.Union[tuple(inner)]) + ", optional"
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if annotation is SecretStr:
+        return "secret (environment only)"
+    return {str: "text", int: "integer", float: "number", bool: "true/false", Path: "path"}.get(annotation,
+                                                                                                  str(annotation))
