@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from alpr.ops.broker import free_port
+from tests.conftest import alpr_env
 
 ALPR = [sys.executable, "-m", "alpr.cli"]
 
 
 def run_alpr(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
-    return subprocess.run([*ALPR, *args], env={**clean, **(env or {})}, capture_output=True, text=True,
+    return subprocess.run([*ALPR, *args], env=alpr_env(**(env or {})), capture_output=True, text=True,
                           timeout=timeout, cwd=Path(__file__).parents[1])
 
 

@@ -6,7 +6,6 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from click.testing import CliRunner
 
 from alpr.core import kafka
 from alpr.audit.trail import AuditLog, read_events
@@ -66,7 +65,7 @@ def test_login_decisions_and_audit(settings, codec, unique, directory) -> None:
     assert any("training" in (e.reason or "") for e in refused if e.actor == untrained)
 
 
-def test_lockout_after_failures_then_success_after_unlock(settings, codec, unique, directory) -> None:
+def test_lockout_after_failures_then_cleared_by_a_newer_lock_record(settings, codec, unique, directory) -> None:
     name = f"lock-{unique}"
     publish_user(settings, codec, name)
     directory.load()
@@ -110,24 +109,8 @@ def test_undecodable_user_record_fails_closed(settings, codec, unique, directory
         _auth(settings, codec, directory).authenticate(name, PASSWORD, via="test")
 
 
-@pytest.fixture
-def cli_env(settings, monkeypatch):
-    from alpr.core.settings import settings as cached
-
-    monkeypatch.setenv("ALPR_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
-    monkeypatch.setenv("ALPR_DATA_DIR", str(settings.data_dir))
-    cached.cache_clear()
-    yield
-    cached.cache_clear()
-
-
-def _alpr(args: list[str], stdin: str = ""):
-    from alpr.cli import cli
-
-    return CliRunner().invoke(cli, args, input=stdin, catch_exceptions=False)
-
-
-def test_users_commands_are_authenticated_and_audited(settings, codec, unique, cli_env) -> None:
+def test_users_commands_are_authenticated_and_audited(settings, codec, unique, alpr) -> None:
+    _alpr = alpr
     admin, newbie = f"admin-{unique}", f"new-{unique}"
     publish_user(settings, codec, admin, role="ADMINISTRATOR")
     since = datetime.now(timezone.utc)
@@ -159,3 +142,32 @@ def test_users_commands_are_authenticated_and_audited(settings, codec, unique, c
     # a wrong administrator password changes nothing
     r = _alpr(["users", "enable", newbie, "--user", admin, "--password-stdin"], "wrong password!!\n")
     assert r.exit_code != 0 and "password is wrong" in r.output
+
+
+def test_users_unlock_and_enable_commands_restore_access(settings, codec, unique, alpr, monkeypatch) -> None:
+    _alpr = alpr
+    """What an administrator does on a Monday: an analyst locked out by typos, another back from leave."""
+    monkeypatch.setenv("ALPR_LOGIN_MAX_FAILURES", "2")
+    admin, analyst = f"admin-{unique}", f"an-{unique}"
+    publish_user(settings, codec, admin, role="ADMINISTRATOR")
+    publish_user(settings, codec, analyst, role="ANALYST")
+    as_analyst = ["hotlist", "list", "--user", analyst, "--password-stdin"]
+    for _ in range(2):
+        assert _alpr(as_analyst, "not my password\n").exit_code != 0
+    r = _alpr(as_analyst, f"{PASSWORD}\n")
+    assert r.exit_code != 0 and "locked" in r.output
+    r = _alpr(["users", "unlock", analyst, "--user", admin, "--password-stdin"], f"{PASSWORD}\n")
+    assert r.exit_code == 0, r.output
+    assert _alpr(as_analyst, f"{PASSWORD}\n").exit_code == 0
+    r = _alpr(["users", "disable", analyst, "--reason", "extended leave", "--user", admin, "--password-stdin"],
+              f"{PASSWORD}\n")
+    assert r.exit_code == 0, r.output
+    r = _alpr(as_analyst, f"{PASSWORD}\n")
+    assert r.exit_code != 0 and "disabled" in r.output
+    r = _alpr(["users", "enable", analyst, "--user", admin, "--password-stdin"], f"{PASSWORD}\n")
+    assert r.exit_code == 0, r.output
+    assert _alpr(as_analyst, f"{PASSWORD}\n").exit_code == 0
+    actions = [(e.actor, e.action, e.outcome.value) for _, e in read_events(settings, codec)
+               if e.subject == analyst or e.actor == analyst]
+    assert (admin, "USER_UNLOCK", "ALLOWED") in actions and (admin, "USER_ENABLE", "ALLOWED") in actions
+    assert (analyst, "LOGIN", "REFUSED") in actions
