@@ -55,7 +55,7 @@ def _still_good(folder: Path, dns: list[str], ips: list[str], now: datetime) -> 
     if not all((folder / f).is_file() for f in (CA_FILE, CERT_FILE, KEY_FILE)):
         return False
     cert = x509.load_pem_x509_certificate((folder / CERT_FILE).read_bytes())
-    if cert.not_valid_after_utc - now < RENEW_BEFORE:
+    if cert.not_valid_before_utc > now or cert.not_valid_after_utc - now < RENEW_BEFORE:
         return False
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return set(_names(dns, ips)) <= set(san)
