@@ -71,19 +71,26 @@ def load_schemas() -> dict[str, AvroSchema]:
     return out
 
 
+def registry_schema(schema: AvroSchema) -> str:
+    """What is registered under `<topic>-value`: the expanded schema with its defaults, docs and logical types."""
+    return json.dumps(schema.parsed, sort_keys=True)
+
+
 class Codec:
     """Encodes and decodes the project's records; one instance per process is enough."""
 
-    def __init__(self, registry_url: str | None = None) -> None:
+    def __init__(self, registry_url: str | None = None, *, registry=None) -> None:
+        """registry_url: ALPR_SCHEMA_REGISTRY_URL (`mock://NAME` gives confluent-kafka's in-memory registry,
+        private to this Codec); registry: an existing SchemaRegistryClient to share instead."""
         self.schemas = load_schemas()
         self._by_fingerprint = {s.fingerprint: s for s in self.schemas.values()}
-        self._registry = None
+        self._registry = registry
         self._ids: dict[tuple[str, str], int] = {}
         self._writers: dict[int, dict] = {}
-        if registry_url:
+        if registry is None and registry_url:
             from confluent_kafka.schema_registry import SchemaRegistryClient
 
-            self._registry = SchemaRegistryClient({"url": registry_url})
+            self._registry = SchemaRegistryClient.new_client({"url": registry_url})
 
     def schema_for(self, model: type[models.Record]) -> AvroSchema:
         return self.schemas[model.avro_name]
@@ -131,7 +138,9 @@ class Codec:
         if key not in self._ids:
             from confluent_kafka.schema_registry import Schema
 
-            self._ids[key] = self._registry.register_schema(f"{topic}-value", Schema(schema.canonical, "AVRO"))
+            # The full schema, not its Parsing Canonical Form: that form drops defaults and logical types,
+            # so the registry's BACKWARD check would refuse every added field and readers would get raw longs.
+            self._ids[key] = self._registry.register_schema(f"{topic}-value", Schema(registry_schema(schema), "AVRO"))
         return self._ids[key]
 
     def _writer(self, schema_id: int) -> dict:
