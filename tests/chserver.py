@@ -104,7 +104,7 @@ class ChdbHttpServer:
             fmt = fmt_match.group(1) if fmt_match else req.params.get("default_format", "TabSeparated")
             req.replayed_as = _FORMAT_TAIL.sub("", req.sql)
             return 200, self._query(req.replayed_as, fmt)
-        except Exception as exc:  # chDB raises its engine's exception text: the server's body is the same text
+        except RuntimeError as exc:  # chDB (ChdbError) carries the engine's exception text: a server's body is the same
             text = str(exc)
             code = re.search(r"Code: (\d+)", text)
             message = text if code else f"Code: 1001. DB::Exception: {text}"

@@ -161,16 +161,22 @@ def test_compose_file_matches_the_compose_specification() -> None:
 
 # --- 2. what the services run, against the code
 
+def _rest(ctx: click.Context) -> list[str]:
+    # click 8.2 renamed Context.protected_args to _protected_args (the old name warns).
+    protected = ctx._protected_args if hasattr(ctx, "_protected_args") else ctx.protected_args
+    return [*protected, *ctx.args]
+
+
 def _parse_alpr(args: list[str]) -> click.Context:
     """Parse `alpr ARGS` with the real CLI down to the leaf command, without running anything."""
     ctx = cli.make_context("alpr", list(args))
     command: click.Command = cli
-    rest = [*ctx._protected_args, *ctx.args]
+    rest = _rest(ctx)
     while isinstance(command, click.Group):
         name, command, rest = command.resolve_command(ctx, rest)
         assert command is not None, f"alpr {' '.join(args)}: no subcommand {name}"
         ctx = command.make_context(name, rest, parent=ctx)
-        rest = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        rest = _rest(ctx)
     return ctx
 
 
