@@ -463,3 +463,20 @@ def test_compose_publishes_only_on_loopback_and_has_three_kraft_brokers() -> Non
     assert len(brokers) == 3
     assert all("controller" in s["environment"]["KAFKA_PROCESS_ROLES"] for s in brokers)
     assert "clickhouse" in services and "schema-registry" in services
+
+
+def test_network_policies_deny_by_default_and_open_only_https_and_metrics() -> None:
+    policies = _kind("NetworkPolicy")
+    deny = policies["default-deny-ingress"]["spec"]
+    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    opened = {}
+    for name, policy in policies.items():
+        for rule in policy["spec"].get("ingress", []):
+            for port in rule["ports"]:
+                opened[port["port"]] = (policy["spec"]["podSelector"], rule.get("from"))
+    (proxy,) = _pod_specs()["alpr-proxy"]["containers"]
+    https = {p["name"]: p["containerPort"] for p in proxy["ports"]}["https"]
+    assert set(opened) == {https, Settings.model_fields["metrics_port"].default}
+    assert opened[https][0] == {"matchLabels": {"app": "alpr-proxy"}}
+    metrics_from = opened[Settings.model_fields["metrics_port"].default][1]
+    assert metrics_from and all("namespaceSelector" in peer for peer in metrics_from)
