@@ -480,3 +480,23 @@ def test_network_policies_deny_by_default_and_open_only_https_and_metrics() -> N
     assert opened[https][0] == {"matchLabels": {"app": "alpr-proxy"}}
     metrics_from = opened[Settings.model_fields["metrics_port"].default][1]
     assert metrics_from and all("namespaceSelector" in peer for peer in metrics_from)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys; kubectl and docker compose refuse the file. So do we."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [k.value for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"]
+        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key(s) {duplicates}", node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def test_no_deployment_file_repeats_a_key() -> None:
+    files = [ROOT / "docker-compose.yml", ROOT / "infra" / "prometheus" / "alpr-alerts.yaml",
+             *sorted(K8S.glob("*.yaml"))]
+    for path in files:
+        list(yaml.load_all(path.read_text(), Loader=_StrictLoader))
+    with pytest.raises(yaml.constructor.ConstructorError, match="duplicate"):
+        yaml.load("env: [a]\nimage: x\nenv: [b]\n", Loader=_StrictLoader)
