@@ -115,6 +115,8 @@ def test_dev_certificate_names_key_mode_and_renewal(tmp_path) -> None:
     # ... and replaces one about to expire, or one that does not cover a new name.
     later = datetime.now(timezone.utc) + timedelta(days=devcert.VALID_DAYS) - devcert.RENEW_BEFORE / 2
     assert devcert.write_dev_certificate(tmp_path, ["proxy"], ["127.0.0.1"], now=later).created
-    assert devcert.write_dev_certificate(tmp_path, ["proxy", "proxy.alpr"], ["127.0.0.1"]).created
+    os.chmod(first.key, 0o644)
+    renewed = devcert.write_dev_certificate(tmp_path, ["proxy", "proxy.alpr"], ["127.0.0.1"])
+    assert renewed.created and stat.S_IMODE(os.stat(renewed.key).st_mode) == 0o600
     with pytest.raises(ConfigError):
         devcert.write_dev_certificate(tmp_path, [], ["not-an-ip"])

@@ -106,6 +106,7 @@ def write_dev_certificate(folder: Path, dns: list[str], ips: list[str], days: in
                                 serialization.NoEncryption())
     # The key first, created 0600: it is never readable by others, not even for an instant.
     fd = os.open(paths.key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: set it
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem_key)
     paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
