@@ -15,8 +15,10 @@ from alpr.core.settings import settings
 def open_reader_or_fail(backend: str, threads: int):
     from alpr.gpu import BackendUnavailable, open_reader
 
+    cache = settings().trt_cache if backend == "tensorrt" else None
     try:
-        return open_reader(backend, threads=threads)
+        # The engine cache is a setting so the worker's volume (ALPR_TRT_CACHE) is where engines land.
+        return open_reader(backend, threads=threads, **({"cache_dir": cache} if cache else {}))
     except BackendUnavailable as exc:
         raise ConfigError(str(exc)) from None
 
