@@ -381,32 +381,6 @@ def test_engine_cache_is_where_the_code_looks() -> None:
     assert f"chown {10001}:{10001} {mounts['engine-cache']}" in (ROOT / "Dockerfile.gpu").read_text()
 
 
-def test_worker_hands_the_engine_cache_setting_to_tensorrt(monkeypatch, tmp_path) -> None:
-    """ALPR_TRT_CACHE reaches TensorRTBackend(cache_dir=...): no TensorRT here, so the backend is stood in for."""
-    import alpr.gpu.tensorrt_engine as trt_engine
-    from alpr.commands.recognition import open_reader_or_fail
-    from alpr.core import settings as settings_module
-    from alpr.core.errors import ConfigError
-    from alpr.gpu import BackendUnavailable
-
-    seen = {}
-
-    class Backend:
-        def __init__(self, **kw) -> None:
-            seen.update(kw)
-            raise BackendUnavailable("no GPU in this test")
-
-    monkeypatch.setattr(trt_engine, "TensorRTBackend", Backend)
-    monkeypatch.setenv("ALPR_TRT_CACHE", str(tmp_path / "trt"))
-    settings_module.settings.cache_clear()
-    try:
-        with pytest.raises(ConfigError, match="no GPU in this test"):
-            open_reader_or_fail("tensorrt", 1)
-    finally:
-        settings_module.settings.cache_clear()
-    assert seen == {"cache_dir": tmp_path / "trt"}
-
-
 # --- 3. the deployments agree with each other and with the topic list
 
 def test_every_service_deployed_with_requests_probes_and_a_pdb() -> None:

@@ -15,10 +15,8 @@ from alpr.core.settings import settings
 def open_reader_or_fail(backend: str, threads: int):
     from alpr.gpu import BackendUnavailable, open_reader
 
-    cache = settings().trt_cache if backend == "tensorrt" else None
-    try:
-        # The engine cache is a setting so the worker's volume (ALPR_TRT_CACHE) is where engines land.
-        return open_reader(backend, threads=threads, **({"cache_dir": cache} if cache else {}))
+    try:  # the TensorRT backend takes its engine cache from ALPR_TRT_CACHE (the worker's volume)
+        return open_reader(backend, threads=threads)
     except BackendUnavailable as exc:
         raise ConfigError(str(exc)) from None
 

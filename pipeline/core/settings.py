@@ -103,11 +103,6 @@ class Settings(BaseSettings):
     release_export_dir: Path | None = Field(
         None, description="Where `alpr release export` writes packages; unset: data_dir/releases.")
 
-    # --- Recognition
-    trt_cache: Path | None = Field(
-        None, description="Folder of built TensorRT engines (keyed by model, GPU and TensorRT version); put it on a "
-                          "volume that outlives the pod, or every start rebuilds them. Unset: ~/.cache/alpr/tensorrt.")
-
     # --- operations
     metrics_port: int = Field(9100, ge=0, le=65535,
                               description="Port for /metrics, /healthz, /readyz on bind_host; 0 picks a free one.")
