@@ -13,13 +13,13 @@ import ctypes
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from alpr.core.settings import settings
 from alpr.gpu.backends import BackendUnavailable
 from alpr.gpu.models import DETECTOR, RECOGNIZER, TEXT_DETECTOR, ModelFile
 from alpr.gpu.recognize import HEIGHT, WIDTH
@@ -27,7 +27,6 @@ from alpr.gpu.recognize import HEIGHT, WIDTH
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'alpr[gpu]' on a machine with NVIDIA's wheels"
-CACHE_DIR = Path(os.environ.get("ALPR_TRT_CACHE", Path.home() / ".cache" / "alpr" / "tensorrt"))
 WORKSPACE_BYTES = 1 << 30
 
 Shape = tuple[int, ...]
@@ -177,7 +176,7 @@ class TensorRTBackend:
     name = "tensorrt"
     square_inputs = True
 
-    def __init__(self, max_batch: int = 16, device: int = 0, cache_dir: Path = CACHE_DIR) -> None:
+    def __init__(self, max_batch: int = 16, device: int = 0, cache_dir: Path | None = None) -> None:
         self._trt, self._cudart = _import_runtime()
         _check(self._cudart.cudaSetDevice(device))
         props = _check(self._cudart.cudaGetDeviceProperties(device))
@@ -186,7 +185,7 @@ class TensorRTBackend:
         self._capability = (int(props.major), int(props.minor))
         self._stream = _check(self._cudart.cudaStreamCreate())
         self._max_batch = max_batch
-        self._cache_dir = cache_dir
+        self._cache_dir = cache_dir or settings().trt_cache  # ALPR_TRT_CACHE: a volume in production
         self._logger = self._trt.Logger(self._trt.Logger.WARNING)
         self._engines: dict[str, _Engine] = {}
 

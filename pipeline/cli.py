@@ -22,19 +22,41 @@ class _Group(click.Group):
             sys.exit(exc.exit_code)
 
 
+# Long-running processes log what they do at INFO; a person's one-off command shows its
+# answer and warnings only, unless asked (-v) or ALPR_LOG_LEVEL says otherwise.
+SERVICES = frozenset({"camera", "worker", "alerts", "warehouse", "proxy"})
+
+
 @click.group(cls=_Group)
-def cli() -> None:
+@click.option("-v", "--verbose", count=True, help="Show what happens: -v info logs, -vv debug logs.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
     """Automated license plate reader pipeline."""
+    import os
+
     s = settings()
-    logs.configure(s.log_level, s.log_format)
+    if verbose:
+        level = "DEBUG" if verbose > 1 else "INFO"
+    elif "ALPR_LOG_LEVEL" in os.environ or ctx.invoked_subcommand in SERVICES:
+        level = s.log_level
+    else:
+        level = "WARNING"
+    logs.configure(level, s.log_format)
 
 
 @cli.command("config")
 def config_cmd() -> None:
-    """List every setting: variable, type, default, meaning."""
-    settings()
+    """List every setting: variable, type, default and meaning, one block per setting."""
+    import textwrap
+
+    current = settings()
     for env, typ, default, meaning in describe():
-        click.echo(f"{env:<32} {typ:<28} {default:<22} {meaning}")
+        value = getattr(current, env.removeprefix("ALPR_").lower())
+        shown = "(unset)" if value is None else "(secret)" if "password" in env.lower() else value
+        click.echo(click.style(env, bold=True) + f"  {typ}")
+        click.echo(f"    now: {shown}    default: {default}")
+        for line in textwrap.wrap(meaning, width=92):
+            click.echo(f"    {line}")
 
 
 @cli.group()

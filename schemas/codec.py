@@ -55,35 +55,75 @@ class AvroSchema:
     parsed: dict
     canonical: str
     fingerprint: bytes
+    standalone: str = ""  # JSON with every named type defined at its first use: what a registry can parse
 
 
-def load_schemas() -> dict[str, AvroSchema]:
-    """Every shipped schema by full name, with named types expanded inline."""
+def _standalone(node, named: dict, defined: set[str]):
+    """The schema as plain Avro JSON: fastavro's own keys dropped, each named type defined where first used.
+
+    fastavro's `expand=True` inlines one level only (a PlateRead inside an Alert still names
+    GeoPosition without defining it) and keeps `__fastavro_*` keys; a registry needs neither.
+    """
+    if isinstance(node, str):
+        if node in named and node not in defined:
+            return _standalone(named[node], named, defined)
+        return node
+    if isinstance(node, list):
+        return [_standalone(n, named, defined) for n in node]
+    out = {k: v for k, v in node.items() if not k.startswith("__")}
+    kind = out.get("type")
+    if kind in ("record", "error", "enum", "fixed"):
+        defined.add(out["name"])  # before the fields: a record may refer to itself
+        if kind != "enum" and "fields" in out:
+            out["fields"] = [{**{k: v for k, v in f.items() if not k.startswith("__")},
+                              "type": _standalone(f["type"], named, defined)} for f in out["fields"]]
+    elif kind == "array":
+        out["items"] = _standalone(out["items"], named, defined)
+    elif kind == "map":
+        out["values"] = _standalone(out["values"], named, defined)
+    else:
+        out["type"] = _standalone(kind, named, defined)
+    return out
+
+
+def load_schemas(directory: Path = SCHEMA_DIR) -> dict[str, AvroSchema]:
+    """Every shipped schema by full name, with named types expanded inline (`directory`: another set, e.g. released/)."""
     named: dict = {}
     out: dict[str, AvroSchema] = {}
     for stem in _SCHEMA_FILES:
-        raw = json.loads((SCHEMA_DIR / f"{stem}.avsc").read_text())
+        if not (directory / f"{stem}.avsc").exists() and directory != SCHEMA_DIR:
+            continue  # a contract added since that set was released
+        raw = json.loads((directory / f"{stem}.avsc").read_text())
         fastavro.parse_schema(raw, named_schemas=named)
         expanded = fastavro.parse_schema(raw, named_schemas=dict(named), expand=True)
         canonical = to_parsing_canonical_form(expanded)
         name = expanded["name"]
-        out[name] = AvroSchema(name, expanded, canonical, bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")))
+        standalone = json.dumps(_standalone(expanded, named, set()), sort_keys=True)
+        out[name] = AvroSchema(name, expanded, canonical, bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
+                               standalone)
     return out
+
+
+def registry_schema(schema: AvroSchema) -> str:
+    """What is registered under `<topic>-value`: the whole schema with its defaults, docs and logical types."""
+    return schema.standalone
 
 
 class Codec:
     """Encodes and decodes the project's records; one instance per process is enough."""
 
-    def __init__(self, registry_url: str | None = None) -> None:
+    def __init__(self, registry_url: str | None = None, *, registry=None) -> None:
+        """registry_url: ALPR_SCHEMA_REGISTRY_URL (`mock://NAME` gives confluent-kafka's in-memory registry,
+        private to this Codec); registry: an existing SchemaRegistryClient to share instead."""
         self.schemas = load_schemas()
         self._by_fingerprint = {s.fingerprint: s for s in self.schemas.values()}
-        self._registry = None
+        self._registry = registry
         self._ids: dict[tuple[str, str], int] = {}
         self._writers: dict[int, dict] = {}
-        if registry_url:
+        if registry is None and registry_url:
             from confluent_kafka.schema_registry import SchemaRegistryClient
 
-            self._registry = SchemaRegistryClient({"url": registry_url})
+            self._registry = SchemaRegistryClient.new_client({"url": registry_url})
 
     def schema_for(self, model: type[models.Record]) -> AvroSchema:
         return self.schemas[model.avro_name]
@@ -131,7 +171,9 @@ class Codec:
         if key not in self._ids:
             from confluent_kafka.schema_registry import Schema
 
-            self._ids[key] = self._registry.register_schema(f"{topic}-value", Schema(schema.canonical, "AVRO"))
+            # The full schema, not its Parsing Canonical Form: that form drops defaults and logical types,
+            # so the registry's BACKWARD check would refuse every added field and readers would get raw longs.
+            self._ids[key] = self._registry.register_schema(f"{topic}-value", Schema(registry_schema(schema), "AVRO"))
         return self._ids[key]
 
     def _writer(self, schema_id: int) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -59,7 +60,15 @@ def make_topic(settings: Settings, name: str, partitions: int = 1) -> str:
 
 
 def drain(settings: Settings, topic: str, count: int, timeout: float = 20.0, partitions: int = 1) -> list:
-    """Read `count` messages from the start of a topic by direct assignment (no group join)."""
+    """Read `count` messages from the start of a test's own topic (no group join)."""
+    return drain_until(settings, topic, lambda got: len(got) >= count, timeout, partitions)
+
+
+def drain_until(settings: Settings, topic: str, done, timeout: float = 20.0, partitions: int = 1) -> list:
+    """Read from the start of a topic until `done(messages so far)` holds, or the deadline.
+
+    For topics other tests share (frames, dead letters), where a count would be a guess:
+    the test says what it is waiting for."""
     import time
 
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -69,10 +78,38 @@ def drain(settings: Settings, topic: str, count: int, timeout: float = 20.0, par
     out: list = []
     deadline = time.monotonic() + timeout
     try:
-        while len(out) < count and time.monotonic() < deadline:
-            for m in c.consume(count - len(out), 0.5):
-                if not m.error():
-                    out.append(m)
+        while not done(out) and time.monotonic() < deadline:
+            out += [m for m in c.consume(500, 0.2) if not m.error()]
     finally:
         c.close()
     return out
+
+
+@pytest.fixture
+def alpr(settings, monkeypatch):
+    """Run `alpr ARGS` in process against this test's broker and data dir: alpr(args, stdin) -> Result.
+
+    Every ALPR_ variable of the caller's shell is scrubbed first, so a developer's own
+    configuration never leaks into a test."""
+    from click.testing import CliRunner
+
+    from alpr.cli import cli
+    from alpr.core.settings import settings as cached
+
+    for key in [k for k in os.environ if k.startswith("ALPR_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("ALPR_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
+    monkeypatch.setenv("ALPR_DATA_DIR", str(settings.data_dir))
+    cached.cache_clear()
+
+    def run(args: list[str], stdin: str = ""):
+        cached.cache_clear()
+        return CliRunner().invoke(cli, args, input=stdin, catch_exceptions=False)
+
+    yield run
+    cached.cache_clear()
+
+
+def alpr_env(**extra: str) -> dict[str, str]:
+    """The environment for an `alpr` child process: the caller's, less every ALPR_ variable, plus `extra`."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}, **extra}

@@ -12,7 +12,7 @@ from alpr.recognition.footage import car_frame
 from alpr.core.kafka import Publisher
 from alpr.core.topics import FRAMES
 from alpr.schemas import Frame
-from tests.conftest import drain
+from tests.conftest import drain_until
 
 
 def _config(source: str, **kw) -> CameraConfig:
@@ -29,8 +29,7 @@ def test_folder_source_publishes_frames_and_drops_corrupt(settings, codec, tmp_p
     cam.run(threading.Event())
     cam.publisher.flush()
     assert (cam.stats.sent, cam.stats.dropped) == (3, 1)
-    frames = [codec.decode(m.value(), Frame) for m in drain(settings, FRAMES, 2000, timeout=3, partitions=12)]
-    mine = [f for f in frames if f.camera_id == f"cam-{unique}"]
+    mine = _frames_of(settings, codec, f"cam-{unique}", 3)
     assert [f.seq for f in mine] == [0, 1, 2]
     assert all(f.jpeg[:2] == b"\xff\xd8" and (f.width, f.height) == (1280, 720) for f in mine)
 
@@ -58,6 +57,14 @@ def test_missing_path_is_a_source_error() -> None:
         open_source("/nonexistent/path")
 
 
+def _frames_of(settings, codec, camera_id: str, expected: int) -> list[Frame]:
+    """This camera's frames on the shared frames topic, read until `expected` of them arrived."""
+    def mine(msgs):
+        return [f for f in (codec.decode(m.value(), Frame) for m in msgs) if f.camera_id == camera_id]
+
+    return mine(drain_until(settings, FRAMES, lambda msgs: len(mine(msgs)) >= expected, timeout=20, partitions=12))
+
+
 def _wait(cond, timeout: float) -> bool:
     import time
 
@@ -80,5 +87,4 @@ def test_video_file_source_publishes_every_frame(settings, codec, tmp_path, uniq
     cam.run(threading.Event())
     cam.publisher.flush()
     assert (cam.stats.sent, cam.stats.dropped, cam.stats.reconnects) == (5, 0, 0)
-    frames = [codec.decode(m.value(), Frame) for m in drain(settings, FRAMES, 5000, timeout=3, partitions=12)]
-    assert sorted(f.seq for f in frames if f.camera_id == f"cam-v{unique}") == [0, 1, 2, 3, 4]
+    assert sorted(f.seq for f in _frames_of(settings, codec, f"cam-v{unique}", 5)) == [0, 1, 2, 3, 4]

@@ -39,7 +39,7 @@ def _csv(tmp_path: Path, name: str, rows: str) -> Path:
 def _topic(settings, codec) -> dict[tuple[int, int], tuple[str, HotlistEntry | None, int]]:
     """Every message on the hotlist topic: (partition, offset) -> (key, entry or None, timestamp ms)."""
     out = {}
-    for p in hotlist.partitions_of(settings, HOTLIST):
+    for p in kafka.partitions_of(settings, HOTLIST):
         for m in kafka.read_to_end(settings, HOTLIST, p, idle=0.3):
             out[(p, m.offset())] = (m.key().decode(), None if m.value() is None
                                     else codec.decode(m.value(), HotlistEntry), m.timestamp()[1])

@@ -58,3 +58,17 @@ def test_no_broad_except_hides_a_failure() -> None:
                 if not any(word in text for word in ("raise", "log.", "log(", "audit", "_log", "logger.")):
                     silent.append(f"{path.relative_to(ROOT)}:{i + 1}")
     assert silent == []
+
+
+def test_readme_tree_names_every_stage_folder() -> None:
+    """The README's layout block lists exactly the subpackages of pipeline/ and the top-level folders."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("## Layout"):]
+    block = block[block.index("```") + 3:]
+    block = block[:block.index("```")]
+    named = {line.split()[0].rstrip("/") for line in block.splitlines() if line.startswith("  ") and line.split()
+             and line.split()[0].endswith("/")}
+    stages = {d.name for d in (ROOT / "pipeline").iterdir() if (d / "__init__.py").is_file()}
+    assert named == stages
+    tops = {line.split()[0].rstrip("/") for line in block.splitlines() if line and not line.startswith(" ")}
+    assert {"pipeline", "topologies", "schemas", "gpu", "infra"} <= tops

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from alpr.core.settings import load_settings
 from alpr.core.topics import DEADLETTER, FRAMES, READS, apply_topics
 from alpr.recognition.worker import RecognitionWorker, near, read_id
 from alpr.schemas import DeadLetter, Frame, PlateRead
-from tests.conftest import drain, make_topic
+from tests.conftest import alpr_env, drain, make_topic
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +117,7 @@ def own_broker(tmp_path):
 
 
 def _start_worker(settings, tmp_path: Path, name: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
-    env.update(ALPR_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, ALPR_DATA_DIR=str(tmp_path))
+    env = alpr_env(ALPR_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, ALPR_DATA_DIR=str(tmp_path))
     return subprocess.Popen([sys.executable, "-m", "alpr.cli", "worker", "--batch-size", "4"], env=env,
                             stdout=subprocess.PIPE, stderr=open(tmp_path / f"{name}.log", "wb"))
 

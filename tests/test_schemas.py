@@ -11,13 +11,67 @@ from alpr.schemas.models import RECORD_TYPES, Frame
 from tests import records
 
 
-def _avro_fields(schema: dict) -> set[str]:
-    return {f["name"] for f in schema["fields"]}
+def _avro_type(schema, named: dict) -> str:
+    """A field's Avro type as one comparable string: 'string', 'long', 'null|string', 'array<double>',
+    'timestamp-micros', 'enum{A,B}', 'record{field:type,...}' (named types resolved)."""
+    if isinstance(schema, list):
+        return "|".join(_avro_type(s, named) for s in schema)
+    if isinstance(schema, str):
+        if schema in named:
+            return _avro_type(named[schema], named)
+        return "integer" if schema in ("int", "long") else schema  # the model's int fits either
+    if "logicalType" in schema:
+        return schema["logicalType"]
+    kind = schema["type"]
+    if kind == "array":
+        return f"array<{_avro_type(schema['items'], named)}>"
+    if kind == "map":
+        return f"map<{_avro_type(schema['values'], named)}>"
+    if kind == "enum":
+        return "enum{" + ",".join(schema["symbols"]) + "}"
+    if kind == "record":
+        named[schema["name"]] = schema
+        named[schema["name"].rsplit(".", 1)[-1]] = schema
+        return "record{" + ",".join(f"{f['name']}:{_avro_type(f['type'], named)}" for f in schema["fields"]) + "}"
+    return _avro_type(kind, named)
+
+
+def _model_type(annotation) -> str:
+    """What the Avro type of a field with this pydantic annotation must be, in _avro_type's notation."""
+    import types
+    import typing
+    from datetime import datetime
+    from enum import Enum
+
+    from pydantic import BaseModel
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _model_type(args[0])
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        assert len(inner) == 1, annotation
+        return "null|" + _model_type(inner[0])
+    if origin is list:
+        return f"array<{_model_type(args[0])}>"
+    if origin is dict:
+        return f"map<{_model_type(args[1])}>"
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return "enum{" + ",".join(m.value for m in annotation) + "}"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "record{" + ",".join(f"{n}:{_model_type(f.annotation)}" for n, f in annotation.model_fields.items()) + "}"
+    simple = {str: "string", bytes: "bytes", bool: "boolean", float: "double", datetime: "timestamp-micros"}
+    return "integer" if annotation is int else simple[annotation]
 
 
 @pytest.mark.parametrize("model", RECORD_TYPES, ids=lambda m: m.__name__)
-def test_model_fields_match_avsc(codec: Codec, model) -> None:
-    assert set(model.model_fields) == _avro_fields(codec.schema_for(model).parsed)
+def test_model_fields_match_avsc_name_by_name_and_type_by_type(codec: Codec, model) -> None:
+    schema = codec.schema_for(model).parsed
+    named = dict(schema["__named_schemas"])  # types defined once and referenced by name after
+    avro = {f["name"]: _avro_type(f["type"], named) for f in schema["fields"]}
+    assert list(model.model_fields) == list(avro), "same fields in the same order"
+    for name, field in model.model_fields.items():
+        assert avro[name] == _model_type(field.annotation), f"{model.__name__}.{name}: {field.annotation}"
 
 
 @pytest.mark.parametrize("record", records.ALL, ids=lambda r: type(r).__name__)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -66,7 +67,7 @@ def test_login_decisions_and_audit(settings, codec, unique, directory) -> None:
     assert any("training" in (e.reason or "") for e in refused if e.actor == untrained)
 
 
-def test_lockout_after_failures_then_success_after_unlock(settings, codec, unique, directory) -> None:
+def test_lockout_after_failures_then_cleared_by_a_newer_lock_record(settings, codec, unique, directory) -> None:
     name = f"lock-{unique}"
     publish_user(settings, codec, name)
     directory.load()
@@ -110,24 +111,8 @@ def test_undecodable_user_record_fails_closed(settings, codec, unique, directory
         _auth(settings, codec, directory).authenticate(name, PASSWORD, via="test")
 
 
-@pytest.fixture
-def cli_env(settings, monkeypatch):
-    from alpr.core.settings import settings as cached
-
-    monkeypatch.setenv("ALPR_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
-    monkeypatch.setenv("ALPR_DATA_DIR", str(settings.data_dir))
-    cached.cache_clear()
-    yield
-    cached.cache_clear()
-
-
-def _alpr(args: list[str], stdin: str = ""):
-    from alpr.cli import cli
-
-    return CliRunner().invoke(cli, args, input=stdin, catch_exceptions=False)
-
-
-def test_users_commands_are_authenticated_and_audited(settings, codec, unique, cli_env) -> None:
+def test_users_commands_are_authenticated_and_audited(settings, codec, unique, alpr) -> None:
+    _alpr = alpr
     admin, newbie = f"admin-{unique}", f"new-{unique}"
     publish_user(settings, codec, admin, role="ADMINISTRATOR")
     since = datetime.now(timezone.utc)
@@ -161,6 +146,35 @@ def test_users_commands_are_authenticated_and_audited(settings, codec, unique, c
     assert r.exit_code != 0 and "password is wrong" in r.output
 
 
+def test_users_unlock_and_enable_commands_restore_access(settings, codec, unique, alpr, monkeypatch) -> None:
+    _alpr = alpr
+    """What an administrator does on a Monday: an analyst locked out by typos, another back from leave."""
+    monkeypatch.setenv("ALPR_LOGIN_MAX_FAILURES", "2")
+    admin, analyst = f"admin-{unique}", f"an-{unique}"
+    publish_user(settings, codec, admin, role="ADMINISTRATOR")
+    publish_user(settings, codec, analyst, role="ANALYST")
+    as_analyst = ["hotlist", "list", "--user", analyst, "--password-stdin"]
+    for _ in range(2):
+        assert _alpr(as_analyst, "not my password\n").exit_code != 0
+    r = _alpr(as_analyst, f"{PASSWORD}\n")
+    assert r.exit_code != 0 and "locked" in r.output
+    r = _alpr(["users", "unlock", analyst, "--user", admin, "--password-stdin"], f"{PASSWORD}\n")
+    assert r.exit_code == 0, r.output
+    assert _alpr(as_analyst, f"{PASSWORD}\n").exit_code == 0
+    r = _alpr(["users", "disable", analyst, "--reason", "extended leave", "--user", admin, "--password-stdin"],
+              f"{PASSWORD}\n")
+    assert r.exit_code == 0, r.output
+    r = _alpr(as_analyst, f"{PASSWORD}\n")
+    assert r.exit_code != 0 and "disabled" in r.output
+    r = _alpr(["users", "enable", analyst, "--user", admin, "--password-stdin"], f"{PASSWORD}\n")
+    assert r.exit_code == 0, r.output
+    assert _alpr(as_analyst, f"{PASSWORD}\n").exit_code == 0
+    actions = [(e.actor, e.action, e.outcome.value) for _, e in read_events(settings, codec)
+               if e.subject == analyst or e.actor == analyst]
+    assert (admin, "USER_UNLOCK", "ALLOWED") in actions and (admin, "USER_ENABLE", "ALLOWED") in actions
+    assert (analyst, "LOGIN", "REFUSED") in actions
+
+
 @pytest.fixture
 def fresh_install(tmp_path, monkeypatch):
     """A broker of its own: the first-administrator path depends on the users topic being empty."""
@@ -169,19 +183,27 @@ def fresh_install(tmp_path, monkeypatch):
     from alpr.core.topics import apply_topics
     from alpr.ops.broker import DevBroker, free_port
 
+    from alpr.cli import cli
+
     b = DevBroker("127.0.0.1", free_port(), tmp_path / "broker.log").start()
     s = load_settings(kafka_bootstrap=b.bootstrap, data_dir=tmp_path / "data")
     apply_topics(kafka.admin(s), replication_factor=1)
+    for key in [k for k in os.environ if k.startswith("ALPR_")]:
+        monkeypatch.delenv(key)
     monkeypatch.setenv("ALPR_KAFKA_BOOTSTRAP", s.kafka_bootstrap)
     monkeypatch.setenv("ALPR_DATA_DIR", str(s.data_dir))
-    cached.cache_clear()
-    yield s
+
+    def run(args: list[str], stdin: str = ""):
+        cached.cache_clear()
+        return CliRunner().invoke(cli, args, input=stdin, catch_exceptions=False)
+
+    yield s, run
     cached.cache_clear()
     b.stop()
 
 
 def test_first_administrator_cannot_lock_the_installation_out(fresh_install, codec) -> None:
-    settings = fresh_install
+    settings, _alpr = fresh_install
     first = ["users", "add", "chief", "--role", "administrator", "--agency", "RIC", "--password-stdin"]
     untrained = _alpr(first, "first admin password\n")
     assert untrained.exit_code != 0 and "--trained" in untrained.output
@@ -210,7 +232,7 @@ def test_first_administrator_cannot_lock_the_installation_out(fresh_install, cod
 def test_an_installation_locked_out_by_an_untrained_first_admin_can_recover(fresh_install, codec) -> None:
     """What earlier versions allowed: an untrained first administrator. The path stays open until an
     administrator with training exists, and the recovery is audited as such."""
-    settings = fresh_install
+    settings, _alpr = fresh_install
     publish_user(settings, codec, "stuck-admin", role="ADMINISTRATOR", trained_days_ago=None)
     r = _alpr(["users", "list", "--user", "stuck-admin", "--password-stdin"], f"{PASSWORD}\n")
     assert r.exit_code != 0 and "training" in r.output  # locked out, as reported

@@ -141,7 +141,7 @@ def test_custodians_and_operators_work_while_the_warehouse_runs(env, tmp_path) -
         feeder = threading.Thread(target=feed, daemon=True)
         feeder.start()
         store = RemoteStore(settings)  # the running warehouse's store, as the custodial commands see it
-        ids = lambda: {r["read_id"] for r in store.rows("SELECT read_id FROM alpr.reads WHERE read_id NOT LIKE 'now-%'")}  # noqa: E731
+        ids = lambda: {r["read_id"] for r in store.rows("SELECT read_id FROM alpr.reads WHERE read_id NOT LIKE 'now-%'")}
         _until(lambda: len(ids()) == 7, 120, "the historical reads stored")
         _until(lambda: store.scalar("SELECT count() FROM alpr.held_reads WHERE hold_id = "
                                     f"'{hold.hold_id}'") == 3, 60, "the range hold to cover its reads")
@@ -156,7 +156,7 @@ def test_custodians_and_operators_work_while_the_warehouse_runs(env, tmp_path) -
         assert store.scalar("SELECT count() FROM alpr.reads WHERE read_id LIKE 'now-%'") > 100
 
         runner = CliRunner()
-        login = lambda user: ["--user", user, "--password-stdin"]  # noqa: E731
+        login = lambda user: ["--user", user, "--password-stdin"]
         enforced = runner.invoke(cli, ["retention", "enforce", *login("admin-c")], input=f"{PASSWORD}\n")
         assert enforced.exit_code == 0, enforced.output
         counts = json.loads(enforced.stdout)

@@ -34,7 +34,8 @@ from typing import TextIO
 
 from alpr.core import kafka
 from alpr.alerting.geofence import Geofence, load_geofences, notices_for
-from alpr.alerting.hotlist import HotlistIndex, read_compacted
+from alpr.alerting.hotlist import HotlistIndex
+from alpr.core.kafka import read_compacted
 from alpr.core.logs import get_log
 from alpr.core.metrics import ALERTS_RAISED
 from alpr.alerting.partials import PatternIndex
@@ -223,7 +224,7 @@ def follow(settings: Settings, codec: Codec, out: TextIO, from_beginning: bool =
     """Print alerts as they arrive until `stop()` is true; returns how many were printed."""
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
-    from alpr.alerting.hotlist import partitions_of
+    from alpr.core.kafka import partitions_of
 
     parts = partitions_of(settings, ALERTS)
     c = Consumer(kafka.consumer_config(settings, f"{APP_ID}-follow", "alerts-follow",

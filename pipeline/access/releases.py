@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from alpr.core import kafka
-from alpr.audit.trail import AuditLog
+from alpr.audit.trail import AuditLog, publish_audited
 from alpr.core.errors import AlprError, Refused
 from alpr.core.logs import get_log
 from alpr.core.settings import Settings
@@ -50,10 +50,9 @@ def load_requests(settings: Settings, codec: Codec) -> dict[str, ReleaseRequest]
     return out
 
 
-def _publish(settings: Settings, codec: Codec, req: ReleaseRequest) -> None:
-    pub = kafka.Publisher(settings, codec, "releases")
-    pub.publish(RELEASES, req.request_id, req)
-    pub.flush(15)
+def _publish(settings: Settings, codec: Codec, audit: AuditLog, req: ReleaseRequest, **event) -> None:
+    """Every version of a request reaches the topic through the audited-change step."""
+    publish_audited(audit, kafka.Publisher(settings, codec, "releases"), [(RELEASES, req.request_id, req)], **event)
 
 
 def _refuse(audit: AuditLog, user: User, action: str, req_id: str, reason: str, case: str | None = None) -> None:
@@ -84,13 +83,12 @@ def submit(settings: Settings, codec: Codec, audit: AuditLog, user: User, *, req
                          requester=requester.strip(), purpose=purpose.strip(), case_number=case_number.strip(),
                          plates=plates, scope_from=scope_from, scope_to=scope_to, document_ref=document_ref.strip(),
                          submitted_by=user.name, submitted_at=datetime.now(timezone.utc), status=status)
-    audit.record(actor=user.name, agency=user.agency, action="RELEASE_REQUEST", outcome="ALLOWED", subject=request_id,
-                 case_number=req.case_number, purpose=req.purpose,
-                 details={"requesting_agency": req.requesting_agency, "agency_type": agency_type.value,
-                          "requester": req.requester, "document_ref": req.document_ref, "status": status.value,
-                          "plates": ",".join(plates), "scope_from": scope_from.isoformat(),
-                          "scope_to": scope_to.isoformat()})
-    _publish(settings, codec, req)
+    _publish(settings, codec, audit, req, actor=user.name, agency=user.agency, action="RELEASE_REQUEST",
+             subject=request_id, case_number=req.case_number, purpose=req.purpose,
+             details={"requesting_agency": req.requesting_agency, "agency_type": agency_type.value,
+                      "requester": req.requester, "document_ref": req.document_ref, "status": status.value,
+                      "plates": ",".join(plates), "scope_from": scope_from.isoformat(),
+                      "scope_to": scope_to.isoformat()})
     log.info("release.requested", request_id=request_id, status=status.value)
     return req
 
@@ -115,10 +113,9 @@ def review(settings: Settings, codec: Codec, audit: AuditLog, user: User, reques
     now = datetime.now(timezone.utc)
     new = req.model_copy(update={"status": ReleaseStatus.APPROVED if approve else ReleaseStatus.DENIED,
                                  "reviewed_by": user.name, "reviewed_at": now, "review_reason": reason.strip()})
-    audit.record(actor=user.name, agency=user.agency, action=action, outcome="ALLOWED", subject=request_id,
-                 case_number=req.case_number, purpose=req.purpose, reason=reason.strip(),
-                 details={"requesting_agency": req.requesting_agency, "submitted_by": req.submitted_by})
-    _publish(settings, codec, new)
+    _publish(settings, codec, audit, new, actor=user.name, agency=user.agency, action=action, subject=request_id,
+             case_number=req.case_number, purpose=req.purpose, reason=reason.strip(),
+             details={"requesting_agency": req.requesting_agency, "submitted_by": req.submitted_by})
     return new
 
 
@@ -168,17 +165,15 @@ def export(settings: Settings, codec: Codec, audit: AuditLog, user: User, store:
                           "reviewed_by": req.reviewed_by or ""})
     try:
         manifest_sha = _write_package(folder, req, rows, user)
-        now = datetime.now(timezone.utc)
-        done = req.model_copy(update={"status": ReleaseStatus.EXPORTED, "exported_at": now,
-                                      "export_sha256": manifest_sha})
-        _publish(settings, codec, done)
-    except Exception as exc:
+    except Exception as exc:  # audited, then raised: the package was not written
         audit.record(actor=user.name, agency=user.agency, action="RELEASE_EXPORT", outcome="FAILED",
                      subject=request_id, case_number=req.case_number, reason=str(exc)[:500])
         raise
-    audit.record(actor=user.name, agency=user.agency, action="RELEASE_EXPORT", outcome="DONE", subject=request_id,
-                 case_number=req.case_number, rows=len(rows),
-                 details={"tagmanifest_sha256": manifest_sha, "empty": str(not rows).lower()})
+    done = req.model_copy(update={"status": ReleaseStatus.EXPORTED, "exported_at": datetime.now(timezone.utc),
+                                  "export_sha256": manifest_sha})
+    _publish(settings, codec, audit, done, outcome="DONE", actor=user.name, agency=user.agency,
+             action="RELEASE_EXPORT", subject=request_id, case_number=req.case_number, rows=len(rows),
+             details={"tagmanifest_sha256": manifest_sha, "empty": str(not rows).lower()})
     log.info("release.exported", request_id=request_id, rows=len(rows))
     return ExportResult(done, folder, len(rows), manifest_sha)
 

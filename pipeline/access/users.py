@@ -35,7 +35,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from alpr.core import kafka
-from alpr.audit.trail import AuditLog
+from alpr.audit.trail import AuditLog, publish_audited
 from alpr.core.errors import AlprError, Refused
 from alpr.core.logs import get_log
 from alpr.core.settings import Settings
@@ -316,15 +316,8 @@ def _publish_user(settings: Settings, codec: Codec, user: User, audit: AuditLog,
     """Audit the change, then publish it; a change that did not reach the topic is audited as FAILED."""
     who = actor.name if actor else "system:bootstrap"
     agency = actor.agency if actor else settings.agency
-    audit.record(actor=who, agency=agency, action=action, outcome="ALLOWED", subject=user.name, details=details)
-    publisher = kafka.Publisher(settings, codec, "users-admin")
-    try:
-        publisher.publish(USERS, user_key(user.name), user)
-        publisher.flush(15)
-    except AlprError as exc:
-        audit.record(actor=who, agency=agency, action=action, outcome="FAILED", subject=user.name, reason=str(exc),
-                     details=details)
-        raise
+    publish_audited(audit, kafka.Publisher(settings, codec, "users-admin"), [(USERS, user_key(user.name), user)],
+                    actor=who, agency=agency, action=action, subject=user.name, details=details)
     log.info("user.changed", action=action, user=user.name)
     return user
 

@@ -16,16 +16,12 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from confluent_kafka import Message
-
 from alpr.core import kafka
-from alpr.audit.trail import AuditLog
-from alpr.core.errors import Unavailable
+from alpr.audit.trail import AuditLog, publish_audited
 from alpr.core.logs import get_log
 from alpr.alerting.partials import BadInput
 from alpr.core.settings import Settings
@@ -47,39 +43,10 @@ CONFUSABLE: dict[str, str] = {c: g.replace(c, "") for g in CONFUSABLE_GROUPS for
 _COMPARED = ("plate", "state", "reason", "source", "case_number", "agency", "expires_at", "notes")
 
 
-# --- reading a compacted topic
-
-def partitions_of(settings: Settings, topic: str) -> list[int]:
-    md = kafka.admin(settings).list_topics(topic, timeout=10).topics.get(topic)
-    if md is None or md.error is not None or not md.partitions:
-        raise Unavailable(f"topic {topic} not found on {settings.kafka_bootstrap} (run `alpr topics apply`)")
-    return sorted(md.partitions)
-
-
-def read_compacted(settings: Settings, topic: str) -> tuple[dict[str, Message], dict[int, int]]:
-    """Latest message per key over all partitions (tombstones included), and each partition's next offset.
-
-    Uses `kafka.read_to_end`, which is right even where the broker reports a short high watermark.
-    """
-    parts = partitions_of(settings, topic)
-
-    def one(p: int) -> tuple[int, list[Message]]:
-        return p, list(kafka.read_to_end(settings, topic, p))
-
-    latest: dict[str, Message] = {}
-    next_offsets: dict[int, int] = {}
-    with ThreadPoolExecutor(len(parts)) as pool:
-        for p, messages in pool.map(one, parts):
-            for msg in messages:
-                latest[(msg.key() or b"").decode()] = msg
-            next_offsets[p] = messages[-1].offset() + 1 if messages else 0
-    return latest, next_offsets
-
-
 def current(settings: Settings, codec: Codec) -> dict[str, HotlistEntry]:
     """The hotlist as the topic holds it now: key -> entry, tombstoned keys absent."""
     out: dict[str, HotlistEntry] = {}
-    latest, _ = read_compacted(settings, HOTLIST)
+    latest, _ = kafka.read_compacted(settings, HOTLIST)
     for key, msg in latest.items():
         if msg.value() is None:
             continue
@@ -204,7 +171,11 @@ def diff_csv(path: Path, source: str, current_list: dict[str, HotlistEntry], *, 
         raise BadInput(f"{path}: cannot read ({exc.strerror})") from None
     with fh:
         reader = csv.DictReader(fh)
-        header = [h.strip().lower() for h in (reader.fieldnames or [])]
+        try:
+            header = [h.strip().lower() for h in (reader.fieldnames or [])]
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"{path}: not UTF-8 text ({exc.reason}); export the extract as "
+                           "UTF-8 CSV; nothing imported") from None
         missing = [c for c in COLUMNS if c not in header]
         unknown = [h for h in header if h not in COLUMNS + OPTIONAL_COLUMNS]
         if missing or unknown:
@@ -234,6 +205,9 @@ def diff_csv(path: Path, source: str, current_list: dict[str, HotlistEntry], *, 
                 wanted[entry.key] = entry
         except csv.Error as exc:
             raise BadInput(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from None
+        except UnicodeDecodeError as exc:  # a Latin-1 export, or not text at all (a JPEG)
+            raise BadInput(f"{path}: not UTF-8 text ({exc.reason}); export the extract as "
+                           "UTF-8 CSV; nothing imported") from None
     for key, entry in wanted.items():
         old = current_list.get(key)
         if old is None:
@@ -268,17 +242,12 @@ def import_csv(settings: Settings, codec: Codec, path: Path, *, source: str, use
     if good == 0 and result.removed and not allow_empty:
         raise BadInput(f"{path}: no valid rows, which would remove all {len(result.removed)} {result.source} "
                        "entries; nothing imported (use --allow-empty if that is meant)")
-    audit.record(actor=user, agency=settings.agency, action="HOTLIST_IMPORT", outcome="ALLOWED",
-                 subject=str(path), rows=len(result.added) + len(result.changed) + len(result.removed),
-                 details={"source": result.source, "added": str(len(result.added)),
-                          "changed": str(len(result.changed)), "removed": str(len(result.removed)),
-                          "unchanged": str(result.unchanged), "bad_rows": str(len(result.bad))})
-    pub = kafka.Publisher(settings, codec, "hotlist-import")
-    for entry in result.added + result.changed:
-        pub.publish(HOTLIST, entry.key, entry)
-    for key in result.removed:
-        pub.publish(HOTLIST, key, None)
-    pub.flush()
+    changes = [(HOTLIST, e.key, e) for e in result.added + result.changed] + [(HOTLIST, k, None) for k in result.removed]
+    publish_audited(audit, kafka.Publisher(settings, codec, "hotlist-import"), changes, actor=user,
+                    agency=settings.agency, action="HOTLIST_IMPORT", subject=str(path), rows=len(changes),
+                    details={"source": result.source, "added": str(len(result.added)),
+                             "changed": str(len(result.changed)), "removed": str(len(result.removed)),
+                             "unchanged": str(result.unchanged), "bad_rows": str(len(result.bad))})
     log.info("hotlist.imported", source=result.source, added=len(result.added), changed=len(result.changed),
              removed=len(result.removed), bad=len(result.bad))
     return result
@@ -288,13 +257,10 @@ def add(settings: Settings, codec: Codec, entry: HotlistEntry, audit: AuditLog |
     """Publish one entry (new or replacing the same key); audited first. Returns 'added' or 'changed'."""
     old = current(settings, codec).get(entry.key)
     what = "added" if old is None else "changed"
-    (audit or AuditLog(settings, codec, "hotlist")).record(
-        actor=entry.entered_by, agency=settings.agency, action="HOTLIST_ADD", outcome="ALLOWED",
-        case_number=entry.case_number, subject=entry.key,
-        details={"reason": entry.reason.value, "source": entry.source.value, "result": what})
-    pub = kafka.Publisher(settings, codec, "hotlist")
-    pub.publish(HOTLIST, entry.key, entry)
-    pub.flush()
+    publish_audited(audit or AuditLog(settings, codec, "hotlist"), kafka.Publisher(settings, codec, "hotlist"),
+                    [(HOTLIST, entry.key, entry)], actor=entry.entered_by, agency=settings.agency,
+                    action="HOTLIST_ADD", case_number=entry.case_number, subject=entry.key,
+                    details={"reason": entry.reason.value, "source": entry.source.value, "result": what})
     return what
 
 
@@ -304,10 +270,7 @@ def remove(settings: Settings, codec: Codec, *, key: str, user: str, reason: str
     old = current(settings, codec).get(key)
     if old is None:
         raise BadInput(f"{key} is not on the hotlist")
-    (audit or AuditLog(settings, codec, "hotlist")).record(
-        actor=user, agency=settings.agency, action="HOTLIST_REMOVE", outcome="ALLOWED",
-        case_number=old.case_number, subject=key, reason=reason, details={"source": old.source.value})
-    pub = kafka.Publisher(settings, codec, "hotlist")
-    pub.publish(HOTLIST, key, None)
-    pub.flush()
+    publish_audited(audit or AuditLog(settings, codec, "hotlist"), kafka.Publisher(settings, codec, "hotlist"),
+                    [(HOTLIST, key, None)], actor=user, agency=settings.agency, action="HOTLIST_REMOVE",
+                    case_number=old.case_number, subject=key, reason=reason, details={"source": old.source.value})
     return old

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from alpr.core import kafka
-from alpr.audit.trail import AuditLog
+from alpr.audit.trail import AuditLog, publish_audited
 from alpr.core.errors import BadInput
 from alpr.core.logs import get_log
 from alpr.core.settings import Settings
@@ -158,10 +158,9 @@ def scan_match(compiled: list[tuple[PartialPlate, re.Pattern]], plate: str) -> l
 def current(settings: Settings, codec: Codec) -> dict[str, PartialPlate]:
     """Latest pattern per pattern_id on the topic; tombstones removed."""
     out: dict[str, PartialPlate] = {}
-    for msg in kafka.read_to_end(settings, PARTIALS, 0):
-        pid = (msg.key() or b"").decode()
+    latest, _ = kafka.read_compacted(settings, PARTIALS)
+    for pid, msg in latest.items():
         if msg.value() is None:
-            out.pop(pid, None)
             continue
         try:
             out[pid] = codec.decode(msg.value(), PartialPlate)
@@ -185,11 +184,10 @@ def add(settings: Settings, codec: Codec, *, pattern: str, case_number: str, inc
                          case_number=case_number.strip(), incident_type=incident_type.strip().upper(),
                          agency=settings.agency, entered_by=user, entered_at=now,
                          expires_at=now + timedelta(days=days), notes=notes)
-    (audit or AuditLog(settings, codec, "partials")).record(
-        actor=user, agency=settings.agency, action="PARTIAL_ADD", outcome="ALLOWED", case_number=entry.case_number,
-        subject=entry.pattern_id, details={"pattern": entry.pattern, "incident_type": entry.incident_type,
-                                           "expires_at": entry.expires_at.isoformat()})
-    _publish(settings, codec, entry.pattern_id, entry)
+    _publish(settings, codec, audit, entry.pattern_id, entry, actor=user, agency=settings.agency,
+             action="PARTIAL_ADD", case_number=entry.case_number, subject=entry.pattern_id,
+             details={"pattern": entry.pattern, "incident_type": entry.incident_type,
+                      "expires_at": entry.expires_at.isoformat()})
     return entry
 
 
@@ -198,16 +196,13 @@ def remove(settings: Settings, codec: Codec, *, pattern_id: str, user: str, reas
     existing = current(settings, codec).get(pattern_id)
     if existing is None:
         raise BadInput(f"no partial plate {pattern_id!r} on {PARTIALS}")
-    (audit or AuditLog(settings, codec, "partials")).record(
-        actor=user, agency=settings.agency, action="PARTIAL_REMOVE", outcome="ALLOWED",
-        case_number=existing.case_number, subject=pattern_id, reason=reason,
-        details={"pattern": existing.pattern})
-    _publish(settings, codec, pattern_id, None)
+    _publish(settings, codec, audit, pattern_id, None, actor=user, agency=settings.agency, action="PARTIAL_REMOVE",
+             case_number=existing.case_number, subject=pattern_id, reason=reason,
+             details={"pattern": existing.pattern})
     return existing
 
 
-def _publish(settings: Settings, codec: Codec, key: str, entry: PartialPlate | None) -> None:
-    pub = kafka.Publisher(settings, codec, "partials")
-    pub.publish(PARTIALS, key, entry)
-    pub.flush()
-    log.info("partial.published", pattern_id=key, tombstone=entry is None)
+def _publish(settings: Settings, codec: Codec, audit: AuditLog | None, key: str, entry: PartialPlate | None,
+             **event) -> None:
+    publish_audited(audit or AuditLog(settings, codec, "partials"), kafka.Publisher(settings, codec, "partials"),
+                    [(PARTIALS, key, entry)], **event)

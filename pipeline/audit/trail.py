@@ -22,17 +22,17 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from alpr.core import kafka
-from alpr.core.errors import Unavailable
+from alpr.core.errors import AlprError, Unavailable
 from alpr.core.logs import get_log
 from alpr.core.metrics import AUDIT_WRITE_SECONDS
 from alpr.core.settings import Settings
 from alpr.core.topics import AUDIT
-from alpr.schemas import AuditEvent, Codec
+from alpr.schemas import AuditEvent, Codec, Record
 from alpr.schemas.models import AuditOutcome
 
 log = get_log(__name__)
@@ -176,3 +176,36 @@ def read_events(settings: Settings, codec: Codec, topic: str = AUDIT) -> list[tu
     for msg in kafka.read_to_end(settings, topic):
         out.append((msg.offset(), codec.decode(msg.value(), AuditEvent)))
     return out
+
+
+Change = tuple[str, "str | bytes | None", "Record | None"]  # topic, key, record (None: tombstone)
+
+
+def publish_audited(audit: AuditLog, publisher: kafka.Publisher, changes: Sequence[Change], *, actor: str,
+                    agency: str, action: str, case_number: str | None = None, purpose: str | None = None,
+                    subject: str = "", reason: str | None = None, rows: int | None = None,
+                    details: dict[str, str] | None = None, outcome: str = "ALLOWED",
+                    timeout: float = 15.0) -> AuditEvent:
+    """The one way a person's change reaches a topic: audit it, publish, wait for the acks.
+
+    The event (ALLOWED, or DONE where the change files a finished step) is on file before
+    anything is published (no audit, no change). A change
+    the broker did not acknowledge is audited again as FAILED, so the trail never claims a
+    change that did not happen, and the caller gets Unavailable saying nothing changed.
+    """
+    event = dict(actor=actor, agency=agency, action=action, case_number=case_number, purpose=purpose,
+                 subject=subject, rows=rows, details=details)
+    allowed = audit.record(outcome=outcome, reason=reason, **event)
+    try:
+        for topic, key, record in changes:
+            publisher.publish(topic, key, record)
+        publisher.flush(timeout)
+    except AlprError as exc:
+        try:
+            audit.record(outcome="FAILED", reason=str(exc)[:500], **event)
+        except AlprError as audit_exc:
+            log.error("audit.failure_not_recorded", action=action, subject=subject, error=str(audit_exc))
+        raise Unavailable(f"{action}: the change did not reach the broker ({exc}); nothing changed, "
+                          "try again") from None
+    log.info("change.published", action=action, subject=subject, records=len(changes))
+    return allowed

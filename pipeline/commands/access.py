@@ -228,7 +228,7 @@ def release() -> None:
 @click.option("--document", "document_ref", required=True, help="Reference of the written request on file.")
 @click.option("--plate", "plates", multiple=True, required=True)
 @click.option("--from", "scope_from", required=True, help="Scope start (ISO date/time, UTC if no zone).")
-@click.option("--to", "scope_to", required=True, help="Scope end.")
+@click.option("--to", "scope_to", required=True, help="Scope end: ISO 8601 with timezone, or a date (UTC, that whole day included).")
 @click.option("--password-stdin", is_flag=True)
 def release_request(actor, requesting_agency, agency_type, requester, purpose, case_number, document_ref, plates,
                     scope_from, scope_to, password_stdin) -> None:

@@ -15,7 +15,7 @@ from alpr.core.settings import settings
 def open_reader_or_fail(backend: str, threads: int):
     from alpr.gpu import BackendUnavailable, open_reader
 
-    try:
+    try:  # the TensorRT backend takes its engine cache from ALPR_TRT_CACHE (the worker's volume)
         return open_reader(backend, threads=threads)
     except BackendUnavailable as exc:
         raise ConfigError(str(exc)) from None
@@ -34,6 +34,8 @@ def open_reader_or_fail(backend: str, threads: int):
 def camera_cmd(config_path, camera_id, agency, source, lat, lon, heading, max_fps, loop) -> None:
     """Publish camera frames to the frames topic (one camera from options, or many from --config)."""
     from alpr.core import kafka
+    from pydantic import ValidationError
+
     from alpr.recognition.camera import CameraConfig, load_cameras, run_cameras
 
     s = settings()
@@ -47,8 +49,9 @@ def camera_cmd(config_path, camera_id, agency, source, lat, lon, heading, max_fp
         try:
             configs = [CameraConfig(camera_id=camera_id, agency=agency, source=source, lat=lat, lon=lon,
                                     heading_deg=heading, max_fps=max_fps, loop=loop)]
-        except ValueError as exc:
-            raise ConfigError(str(exc).splitlines()[-1]) from None
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ConfigError(f"--{err['loc'][0]}: {err['msg'].removeprefix('Value error, ')}") from None
     kafka.check_reachable(s)
     from alpr.core.metrics import FRAMES_DROPPED, FRAMES_SENT
     from alpr.core.runtime import ProcessRuntime

@@ -99,9 +99,10 @@ def reads_import(file: Path, agency: str, camera_prefix: str | None, actor: str,
 
 
 def _when(text: str | None, option: str):
+    """The one rule for --from/--to: a bare date is a whole UTC day, so --to DATE includes that day."""
     from alpr.core.times import parse_when
 
-    return None if text is None else parse_when(text, option)
+    return None if text is None else parse_when(text, option, "end" if option == "--to" else "start")
 
 
 @click.group("holds")
@@ -116,7 +117,7 @@ def holds_group() -> None:
 @click.option("--read-id", "read_ids", multiple=True, help="A read to hold (repeatable).")
 @click.option("--plate", default=None, help="Hold every read of this plate between --from and --to.")
 @click.option("--from", "from_", default=None, help="Start: ISO 8601 with timezone, or a date (UTC).")
-@click.option("--to", default=None, help="End: ISO 8601 with timezone, or a date (UTC).")
+@click.option("--to", default=None, help="End: ISO 8601 with timezone, or a date (UTC, that whole day included).")
 def holds_add(case: str, reason: str, actor: str, password_stdin: bool, read_ids: tuple[str, ...],
               plate: str | None, from_: str | None, to: str | None) -> None:
     """Place a hold (audited, published to alpr.holds). Analysts and supervisors."""

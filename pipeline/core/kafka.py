@@ -9,11 +9,14 @@ after its effect is durable (at-least-once).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -86,8 +89,17 @@ def check_reachable(settings: Settings, timeout: float = 5.0) -> None:
     try:
         admin(settings, logger=_QUIET_LOG).list_topics(timeout=timeout)
     except KafkaException as exc:
+        if "ALPR_KAFKA_BOOTSTRAP" not in os.environ and not _configured_in_file():
+            raise Unavailable(f"no Kafka broker at {settings.kafka_bootstrap}: start the embedded stack with "
+                              "`alpr stack up`, or set ALPR_KAFKA_BOOTSTRAP to your cluster") from None
         raise Unavailable(f"Kafka broker unreachable at {settings.kafka_bootstrap} "
-                          f"(setting ALPR_KAFKA_BOOTSTRAP): {exc.args[0].str()}") from None
+                          f"(ALPR_KAFKA_BOOTSTRAP): {exc.args[0].str()}") from None
+
+
+def _configured_in_file() -> bool:
+    """Whether the TOML file named by ALPR_CONFIG sets the bootstrap (then the cluster is meant)."""
+    path = os.environ.get("ALPR_CONFIG")
+    return bool(path) and "kafka_bootstrap" in Path(path).read_text(errors="replace")
 
 
 class Publisher:
@@ -269,3 +281,32 @@ def high_watermark(settings: Settings, topic: str, partition: int = 0, timeout: 
         return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
     finally:
         consumer.close()
+
+
+# --- compacted topics: the one reader
+
+def partitions_of(settings: Settings, topic: str) -> list[int]:
+    md = admin(settings).list_topics(topic, timeout=10).topics.get(topic)
+    if md is None or md.error is not None or not md.partitions:
+        raise Unavailable(f"topic {topic} not found on {settings.kafka_bootstrap} (run `alpr topics apply`)")
+    return sorted(md.partitions)
+
+
+def read_compacted(settings: Settings, topic: str, idle: float = 1.0) -> tuple[dict[str, Message], dict[int, int]]:
+    """Latest message per key over all partitions (tombstones included), and each partition's next offset.
+
+    Uses `kafka.read_to_end`, which is right even where the broker reports a short high watermark.
+    """
+    parts = partitions_of(settings, topic)
+
+    def one(p: int) -> tuple[int, list[Message]]:
+        return p, list(read_to_end(settings, topic, p, idle=idle))
+
+    latest: dict[str, Message] = {}
+    next_offsets: dict[int, int] = {}
+    with ThreadPoolExecutor(len(parts)) as pool:
+        for p, messages in pool.map(one, parts):
+            for msg in messages:
+                latest[(msg.key() or b"").decode()] = msg
+            next_offsets[p] = messages[-1].offset() + 1 if messages else 0
+    return latest, next_offsets

@@ -2,27 +2,29 @@
 
 Each setting is declared once below: type, default, meaning. Values come from
 `ALPR_<NAME>` environment variables, else from the TOML file named by
-`ALPR_CONFIG` (keys are the lower-case names), else the default. An unknown key
-or an unknown `ALPR_` variable is an error, so a typo never silently falls back
-to a default.
+`ALPR_CONFIG` (keys are the lower-case names; pydantic-settings' own TOML source),
+else the default. An unknown key or an unknown `ALPR_` variable is an error, so a
+typo never silently falls back to a default. Secrets (`SECRETS`) come from the
+environment only: a config file is read by more people than a process's environment.
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
 from alpr.core.errors import ConfigError
 
 ENV_PREFIX = "ALPR_"
 CONFIG_ENV = "ALPR_CONFIG"
 MIN_RETENTION_DAYS = 365  # Government Code 34090.6 via both policies: at least one year.
+# Settings that may only come from the environment (a Kubernetes Secret, a vault agent).
+SECRETS = frozenset({"kafka_sasl_password", "clickhouse_password"})
 
 
 class Settings(BaseSettings):
@@ -123,6 +125,12 @@ class Settings(BaseSettings):
         20.0, gt=0, description="After SIGTERM, how long a process may finish its batch before it exits hard.")
     instance_id: str | None = Field(None, description="Name of this process in alpr status; default role@host:pid.")
 
+    # --- Recognition on GPUs
+    trt_cache: Path = Field(
+        Path.home() / ".cache" / "alpr" / "tensorrt",
+        description="Folder of built TensorRT engines, keyed by model, GPU and TensorRT version; mount a volume "
+                    "here so a pod does not rebuild them on every start.")
+
     # --- Logs
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Minimum log level.")
     log_format: Literal["text", "json"] = Field("text", description="text for people, json for collectors.")
@@ -142,6 +150,18 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _together(self) -> "Settings":
+        """Settings that only make sense as a pair are given as a pair."""
+        if (self.proxy_tls_cert is None) != (self.proxy_tls_key is None):
+            raise ValueError("proxy_tls_cert and proxy_tls_key are set together (a certificate needs its key)")
+        sasl = (self.kafka_sasl_username, self.kafka_sasl_password)
+        if self.kafka_security_protocol == "SASL_SSL" and None in sasl:
+            raise ValueError("kafka_security_protocol=SASL_SSL needs kafka_sasl_username and kafka_sasl_password")
+        if self.kafka_security_protocol != "SASL_SSL" and sasl != (None, None):
+            raise ValueError("kafka_sasl_username/password are used only with kafka_security_protocol=SASL_SSL")
+        return self
+
+    @model_validator(mode="after")
     def _default_bootstrap(self) -> "Settings":
         if self.kafka_bootstrap is None:
             self.kafka_bootstrap = f"127.0.0.1:{self.broker_port}"
@@ -151,20 +171,20 @@ class Settings(BaseSettings):
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings):
         # Precedence: explicit arguments, then environment, then the TOML file.
-        return (init_settings, env_settings, _toml_source)
-
-
-def _toml_source() -> dict:
-    path = os.environ.get(CONFIG_ENV)
-    if not path:
-        return {}
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{CONFIG_ENV}={path}: no such file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{CONFIG_ENV}={path}: not valid TOML ({exc})") from None
+        path = os.environ.get(CONFIG_ENV)
+        if not path:
+            return (init_settings, env_settings)
+        if not Path(path).is_file():
+            raise ConfigError(f"{CONFIG_ENV}={path}: no such file")
+        try:
+            toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
+        except ValueError as exc:  # tomllib.TOMLDecodeError
+            raise ConfigError(f"{CONFIG_ENV}={path}: not valid TOML ({exc})") from None
+        secrets = sorted(SECRETS & set(toml()))
+        if secrets:
+            raise ConfigError(f"{CONFIG_ENV}={path}: {secrets[0]} is a secret and comes from the environment only "
+                              f"({ENV_PREFIX}{secrets[0].upper()}); remove it from the file")
+        return (init_settings, env_settings, toml)
 
 
 def _unknown_env() -> list[str]:
@@ -183,6 +203,8 @@ def load_settings(**overrides) -> Settings:
         err = exc.errors()[0]
         name = ".".join(str(p) for p in err["loc"]) or "?"
         where = f"{ENV_PREFIX}{name.upper()}"
+        if not err["loc"]:  # a model-level rule (settings given together)
+            raise ConfigError(f"settings: {err['msg'].removeprefix('Value error, ')}") from None
         if err["type"] == "extra_forbidden":
             raise ConfigError(f"unknown setting {name!r} in {os.environ.get(CONFIG_ENV, 'configuration')}") from None
         raise ConfigError(f"setting {where}: {err['msg']} (got {err.get('input')!r})") from None
@@ -198,6 +220,23 @@ def describe() -> list[tuple[str, str, str, str]]:
     """(env var, type, default, meaning) for every setting: what `alpr config` prints."""
     rows = []
     for name, field in Settings.model_fields.items():
-        rows.append((ENV_PREFIX + name.upper(), str(field.annotation).replace("typing.", ""),
-                     repr(field.default), field.description or ""))
+        default = "(unset)" if field.default is None else str(field.default)
+        rows.append((ENV_PREFIX + name.upper(), _type_name(field.annotation), default, field.description or ""))
     return rows
+
+
+def _type_name(annotation: object) -> str:
+    """A person's name for a setting's type: 'one of PLAINTEXT, SSL', 'path, optional', 'secret'."""
+    import types
+    import typing
+
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        return _type_name(inner[0] if len(inner) == 1 else typing.Union[tuple(inner)]) + ", optional"
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if annotation is SecretStr:
+        return "secret (environment only)"
+    return {str: "text", int: "integer", float: "number", bool: "true/false", Path: "path"}.get(annotation,
+                                                                                                  str(annotation))

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections import Counter
@@ -60,10 +61,12 @@ class Tail:
     def __init__(self, settings: Settings, codec: Codec) -> None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-        self.codec, self.counts = codec, Counter()
+        self.settings, self.codec, self.counts = settings, codec, Counter()
+        self.partitions = [(t, p) for t in (READS, ALERTS, AUDIT) for p in range(TOPICS[t].partitions)]
+        self.next_offset: dict[tuple[str, int], int] = {tp: 0 for tp in self.partitions}
+        self._advanced = threading.Condition()
         self._consumer = Consumer(kafka.consumer_config(settings, "demo-tail", "demo-tail"))
-        self._consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING)
-                               for t in (READS, ALERTS, AUDIT) for p in range(TOPICS[t].partitions)])
+        self._consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in self.partitions])
 
     def run(self, stop: threading.Event) -> None:
         try:
@@ -71,8 +74,27 @@ class Tail:
                 for msg in self._consumer.consume(100, 0.3):
                     if not msg.error():
                         self._show(msg.topic(), msg.value())
+                        with self._advanced:
+                            self.next_offset[(msg.topic(), msg.partition())] = msg.offset() + 1
+                            self._advanced.notify_all()
         finally:
             self._consumer.close()
+
+    def wait_caught_up(self, timeout: float) -> bool:
+        """Wait until everything on the followed topics now has been shown (true ends, not watermarks)."""
+        from confluent_kafka import Consumer
+
+        from alpr.core.lag import true_end
+
+        probe = Consumer(kafka.consumer_config(self.settings, "demo-tail-probe", "demo-tail-probe",
+                                               logger=kafka._QUIET_LOG))
+        try:
+            ends = {(t, p): true_end(probe, t, p) for t, p in self.partitions}
+        finally:
+            probe.close()
+        with self._advanced:
+            return self._advanced.wait_for(lambda: all(self.next_offset[tp] >= end for tp, end in ends.items()),
+                                           timeout)
 
     def _show(self, topic: str, value: bytes) -> None:
         if topic == READS:
@@ -86,8 +108,8 @@ class Tail:
             click.echo(format_alert(self.codec.decode(value, Alert)))
         else:
             e = self.codec.decode(value, AuditEvent)
-            self.counts["audit_events"] += 1
-            if e.action != "CHAIN_START":
+            if e.action != "CHAIN_START":  # chain bookkeeping, not an access: neither shown nor counted
+                self.counts["audit_events"] += 1
                 say(f"audit  {e.action} by {e.actor}: {e.outcome.value}"
                     + (f" (case {e.case_number})" if e.case_number else ""))
 
@@ -137,7 +159,8 @@ def _analyst_queries(port: int, password: str) -> None:
     try:
         client.query("SELECT count() FROM alpr.reads")
     except DatabaseError as exc:
-        say("analyst query without a case number: refused: " + str(exc).split("DB::Exception: ")[-1][:90])
+        reason = str(exc).split("DB::Exception: ")[-1].split(". (")[0].strip()
+        say("analyst query without a case number: refused: " + textwrap.shorten(reason, 110, placeholder=" ..."))
 
 
 def run_demo(base: Settings, duration: float) -> dict:
@@ -223,7 +246,7 @@ def run_demo(base: Settings, duration: float) -> dict:
             alerts_proc.wait(20)
         except subprocess.TimeoutExpired:
             alerts_proc.kill()
-        time.sleep(1.0)  # let the tail print what arrived last
+        tail.wait_caught_up(timeout=15)  # every read, alert and audit event published is shown and counted
         summary.update(alerts=tail.counts["alerts"], audit_events=tail.counts["audit_events"])
     finally:
         stop_inputs.set()

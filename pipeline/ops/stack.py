@@ -16,7 +16,7 @@ from pathlib import Path
 
 from alpr.core import kafka
 from alpr.ops.broker import DevBroker, pid_alive, stop_pid
-from alpr.core.errors import AlprError
+from alpr.core.errors import AlprError, Unavailable
 from alpr.core.migrations import current_version, migrate
 from alpr.core.settings import Settings
 from alpr.core.store import open_store
@@ -92,8 +92,12 @@ def status(settings: Settings) -> list[Component]:
         out.append(Component("kafka (dev broker)", "running", f"{b['bootstrap']} pid {b['pid']}"))
     elif b:
         out.append(Component("kafka (dev broker)", "stopped", f"{b['bootstrap']} (pid {b['pid']} gone)"))
-    else:
-        out.append(Component("kafka", "external" if settings.kafka_bootstrap else "stopped", settings.kafka_bootstrap))
+    else:  # not started by `stack up`: say whether anything answers there, not what the settings hope
+        try:
+            kafka.check_reachable(settings, timeout=2)
+            out.append(Component("kafka", "running", settings.kafka_bootstrap))
+        except Unavailable:
+            out.append(Component("kafka", "stopped", f"{settings.kafka_bootstrap} (start it: alpr stack up)"))
     for name, info in state.items():
         if name in ("broker", "started_at") or not isinstance(info, dict):
             continue
@@ -103,7 +107,7 @@ def status(settings: Settings) -> list[Component]:
         out.append(Component("clickhouse (server)", "external", settings.clickhouse_url))
     else:
         path = settings.data_dir / "clickhouse"
-        out.append(Component("clickhouse (embedded chDB)", "ready" if path.exists() else "stopped",
+        out.append(Component("clickhouse (embedded chDB)", "ready" if path.exists() else "absent",
                              f"{path} schema {_embedded_version(settings) if path.exists() else '-'}"))
     return out
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from alpr.recognition import footage
 from alpr.core.errors import AlprError, ConfigError
@@ -54,6 +54,19 @@ class CameraConfig(BaseModel):
     max_fps: float = Field(5.0, gt=0, le=60, description="frame-rate cap; extra frames are skipped")
     loop: bool = Field(False, description="replay a file or folder forever (demo, soak tests)")
 
+    @field_validator("source")
+    @classmethod
+    def _local_source_exists(cls, value: str) -> str:
+        """A stream may be down for a while (retried); a local path that is not there is a typo: fail now."""
+        if value.startswith("synthetic:") or "://" in value:
+            return value
+        path = Path(value)
+        if not path.exists():
+            raise ValueError(f"source {value!r}: no such file or folder")
+        if path.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
+            raise ValueError(f"source {value!r}: the folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return value
+
 
 def load_cameras(path: Path) -> list[CameraConfig]:
     try:
@@ -62,6 +75,10 @@ def load_cameras(path: Path) -> list[CameraConfig]:
         return [CameraConfig(**{**c, "source": os.path.expandvars(str(c.get("source", "")))}) for c in doc["cameras"]]
     except FileNotFoundError:
         raise ConfigError(f"camera file {path} not found") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"camera file {path}: {where}: {err['msg'].removeprefix('Value error, ')}") from None
     except Exception as exc:
         raise ConfigError(f"camera file {path}: {exc}".splitlines()[0]) from None
 

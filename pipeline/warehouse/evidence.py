@@ -39,7 +39,7 @@ from alpr.audit.trail import AuditLog
 from alpr.core.errors import AlprError
 from alpr.core.logs import get_log
 from alpr.core.settings import Settings
-from alpr.warehouse.sink import lit
+from alpr.core.sql import lit
 from alpr.core.store import Store
 from alpr.schemas import Codec
 

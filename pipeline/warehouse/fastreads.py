@@ -30,7 +30,6 @@ import os
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import pyarrow as pa
 from confluent_kafka import KafkaError, Message
@@ -42,7 +41,8 @@ from alpr.core.settings import Settings
 from alpr.core.store import Store, StoreError
 from alpr.schemas import Codec, PlateRead, UndecodableRecord
 from alpr.schemas.codec import SINGLE_OBJECT_MAGIC
-from alpr.warehouse.sink import READS_SPEC, lit, write_new
+from alpr.core.sql import lit
+from alpr.warehouse.sink import READS_SPEC, write_new
 
 log = get_log(__name__)
 

@@ -35,14 +35,14 @@ from datetime import datetime, timezone
 import pyarrow as pa
 
 from alpr.core import kafka
-from alpr.audit.trail import AuditLog
+from alpr.audit.trail import AuditLog, publish_audited
 from alpr.core.errors import AlprError, Unavailable
 from alpr.core.kafka import Publisher
 from alpr.core.logs import get_log
 from alpr.core.settings import Settings
-from alpr.warehouse.sink import in_list, lit, ts_lit
+from alpr.core.sql import in_list, lit, ts_lit
 from alpr.core.store import Store
-from alpr.core.topics import HOLDS, TOPICS
+from alpr.core.topics import HOLDS
 from alpr.schemas import Codec, EvidenceHold, UndecodableRecord, normalize_plate
 from alpr.schemas.models import PLATE_RE, HoldStatus
 
@@ -82,10 +82,9 @@ def place(settings: Settings, audit: AuditLog, publisher: Publisher, *, case: st
                         placed_at=now or datetime.now(timezone.utc), status=HoldStatus.ACTIVE)
     scope = (f"{len(ids)} read ids" if ids else
              f"plate {plate} from {range_from.isoformat()} to {range_to.isoformat()}")
-    audit.record(actor=user, agency=settings.agency, action=HOLD_ADD, outcome="ALLOWED", case_number=case,
-                 purpose=reason, subject=f"hold {hold.hold_id}: {scope}", rows=len(ids) or None,
-                 details={"hold_id": hold.hold_id})
-    _publish(audit, publisher, [hold], user, HOLD_ADD)
+    publish_audited(audit, publisher, [(HOLDS, hold.hold_id, hold)], actor=user, agency=settings.agency,
+                    action=HOLD_ADD, case_number=case, purpose=reason, subject=f"hold {hold.hold_id}: {scope}",
+                    rows=len(ids) or None, details={"hold_id": hold.hold_id})
     log.info("hold.placed", hold_id=hold.hold_id, read_ids=len(ids), by_range=by_range)
     return hold
 
@@ -101,27 +100,11 @@ def release(settings: Settings, codec: Codec, audit: AuditLog, publisher: Publis
     when = now or datetime.now(timezone.utc)
     released = [EvidenceHold.model_validate({**h.model_dump(), "status": HoldStatus.RELEASED, "released_by": user,
                                              "released_at": when, "release_reason": reason}) for h in active]
-    audit.record(actor=user, agency=settings.agency, action=HOLD_RELEASE, outcome="ALLOWED", case_number=case,
-                 purpose=reason, subject="holds " + ",".join(h.hold_id for h in released),
-                 details={"holds": str(len(released))})
-    _publish(audit, publisher, released, user, HOLD_RELEASE)
+    publish_audited(audit, publisher, [(HOLDS, h.hold_id, h) for h in released], actor=user,
+                    agency=settings.agency, action=HOLD_RELEASE, case_number=case, purpose=reason,
+                    subject="holds " + ",".join(h.hold_id for h in released), details={"holds": str(len(released))})
     log.info("hold.released", holds=len(released))
     return released
-
-
-def _publish(audit: AuditLog, publisher: Publisher, holds: list[EvidenceHold], user: str, action: str) -> None:
-    try:
-        for h in holds:
-            publisher.publish(HOLDS, h.hold_id, h)
-        publisher.flush()
-    except Exception as exc:
-        try:  # the ALLOWED event is on file; say that the change itself did not happen (best effort)
-            audit.record(actor=user, agency=holds[0].agency, action=action, outcome="FAILED",
-                         case_number=holds[0].case_number, subject=",".join(h.hold_id for h in holds),
-                         reason=str(exc)[:500])
-        except Exception as audit_exc:
-            log.error("hold.failure_not_audited", action=action, error=str(audit_exc))
-        raise Unavailable(f"the hold was not published to {HOLDS} ({exc}); nothing changed, try again") from None
 
 
 def current(settings: Settings, codec: Codec) -> dict[str, EvidenceHold]:
@@ -131,18 +114,16 @@ def current(settings: Settings, codec: Codec) -> dict[str, EvidenceHold]:
     partial view of the holds (fail closed).
     """
     out: dict[str, EvidenceHold] = {}
-    for partition in range(TOPICS[HOLDS].partitions):
-        for msg in kafka.read_to_end(settings, HOLDS, partition, idle=0.5):
-            key = msg.key().decode() if msg.key() else None
-            if msg.value() is None:  # tombstone
-                out.pop(key, None)
-                continue
-            try:
-                hold = codec.decode(msg.value(), EvidenceHold)
-            except UndecodableRecord as exc:
-                raise Unavailable(f"{HOLDS} partition {partition} offset {msg.offset()} does not decode "
-                                  f"({exc.reason}); refusing to act on an incomplete set of holds") from None
-            out[hold.hold_id] = hold
+    latest, _ = kafka.read_compacted(settings, HOLDS, idle=0.5)
+    for msg in latest.values():
+        if msg.value() is None:  # tombstone
+            continue
+        try:
+            hold = codec.decode(msg.value(), EvidenceHold)
+        except UndecodableRecord as exc:
+            raise Unavailable(f"{HOLDS} partition {msg.partition()} offset {msg.offset()} does not decode "
+                              f"({exc.reason}); refusing to act on an incomplete set of holds") from None
+        out[hold.hold_id] = hold
     return out
 
 

@@ -31,7 +31,7 @@ from alpr.audit.trail import AuditLog
 from alpr.core.errors import AlprError, Refused
 from alpr.core.logs import get_log
 from alpr.core.settings import MIN_RETENTION_DAYS, Settings
-from alpr.warehouse.sink import lit, ts_lit
+from alpr.core.sql import lit, ts_lit
 from alpr.core.store import Store, StoreError
 from alpr.schemas import Codec, EvidenceHold
 from alpr.schemas.models import HoldStatus

@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Generic, TypeVar
 
 import pyarrow as pa
@@ -32,6 +31,7 @@ from alpr.core.kafka import Publisher, Received, RecordConsumer
 from alpr.core.logs import get_log
 from alpr.core.metrics import SINK_INSERT_SECONDS, SINK_ROWS
 from alpr.core.settings import Settings
+from alpr.core.sql import in_list, ts_lit
 from alpr.core.store import Store, StoreError
 from alpr.core.topics import ALERTS, AUDIT, READS
 from alpr.schemas import Alert, AuditEvent, Codec, PlateRead, Record, UndecodableRecord
@@ -45,19 +45,6 @@ _UTC_US = pa.timestamp("us", tz="UTC")
 
 
 # --- literals for the few statements built here (ids come from records: always escaped)
-
-def lit(value: str) -> str:
-    """A ClickHouse string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def ts_lit(value: datetime) -> str:
-    return f"toDateTime64({lit(value.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S.%f'))}, 6, 'UTC')"
-
-
-def in_list(values: Sequence[str]) -> str:
-    return "(" + ", ".join(lit(v) for v in values) + ")"
-
 
 # --- record -> row conversion, one function per table
 
