@@ -170,6 +170,8 @@ class ReadsWriter:
         self.schema = codec.schema_for(PlateRead)
         self.spool = settings.data_dir / "spool"
         self.fast_rows = 0  # reads that took the fast path (for tests and the benchmark)
+        for stale in self.spool.glob("reads-*.avro"):  # left by a process that died mid-batch (one sink per data_dir)
+            stale.unlink(missing_ok=True)
 
     def __call__(self, records: list) -> int:
         raw = [r for r in records if isinstance(r, RawRead) and not r.dead]
