@@ -170,8 +170,11 @@ def current(settings: Settings, codec: Codec) -> dict[str, PartialPlate]:
 
 
 def add(settings: Settings, codec: Codec, *, pattern: str, case_number: str, incident_type: str, user: str,
-        expires_days: int | None = None, notes: str | None = None, audit: AuditLog | None = None) -> PartialPlate:
-    """Publish one new pattern; the audit event is written first."""
+        expires_days: int | None = None, notes: str | None = None, audit: AuditLog | None = None,
+        agency: str | None = None) -> PartialPlate:
+    """Publish one new pattern; the audit event is written first.
+
+    `agency`: the entering user's (default: this installation's)."""
     if not case_number.strip():
         raise BadInput("a partial plate needs a case or event number (--case)")
     if not incident_type.strip():
@@ -180,11 +183,12 @@ def add(settings: Settings, codec: Codec, *, pattern: str, case_number: str, inc
     if days < 1:
         raise BadInput("--expires-days must be at least 1")
     now = datetime.now(timezone.utc)
+    agency = agency or settings.agency
     entry = PartialPlate(pattern_id=f"p-{uuid.uuid4().hex[:12]}", pattern=normalize_pattern(pattern),
                          case_number=case_number.strip(), incident_type=incident_type.strip().upper(),
-                         agency=settings.agency, entered_by=user, entered_at=now,
+                         agency=agency, entered_by=user, entered_at=now,
                          expires_at=now + timedelta(days=days), notes=notes)
-    _publish(settings, codec, audit, entry.pattern_id, entry, actor=user, agency=settings.agency,
+    _publish(settings, codec, audit, entry.pattern_id, entry, actor=user, agency=agency,
              action="PARTIAL_ADD", case_number=entry.case_number, subject=entry.pattern_id,
              details={"pattern": entry.pattern, "incident_type": entry.incident_type,
                       "expires_at": entry.expires_at.isoformat()})
@@ -192,11 +196,12 @@ def add(settings: Settings, codec: Codec, *, pattern: str, case_number: str, inc
 
 
 def remove(settings: Settings, codec: Codec, *, pattern_id: str, user: str, reason: str,
-           audit: AuditLog | None = None) -> PartialPlate:
+           audit: AuditLog | None = None, agency: str | None = None) -> PartialPlate:
     existing = current(settings, codec).get(pattern_id)
     if existing is None:
         raise BadInput(f"no partial plate {pattern_id!r} on {PARTIALS}")
-    _publish(settings, codec, audit, pattern_id, None, actor=user, agency=settings.agency, action="PARTIAL_REMOVE",
+    _publish(settings, codec, audit, pattern_id, None, actor=user, agency=agency or settings.agency,
+             action="PARTIAL_REMOVE",
              case_number=existing.case_number, subject=pattern_id, reason=reason,
              details={"pattern": existing.pattern})
     return existing
