@@ -17,10 +17,17 @@ matches do not follow the read's partition), built at start from the compacted t
 with `kafka.read_compacted` and then followed on all their partitions. Hotlist
 entries are filed by the plate their key names and decoded only when a read looks
 that plate up, so a start with 100,000 entries costs reading them, not decoding them.
-Faust table changelog recovery is not used: it trusts the high watermark, which some
+No changelog recovery is trusted: Faust's reads "until the high watermark", which some
 brokers report short, and once restored a table with entries missing.
 
-Shutdown: SIGTERM/SIGINT stop the app cleanly (committing what was processed); if
+The worker is one librdkafka consumer loop (it was a Faust agent): per read, Faust's
+stream machinery and aiokafka's Python fetch path cost more CPU than matching the
+read, and on a shared 2-core box that CPU was read-to-alert latency (docs/benchmarks.md).
+The loop waits only for the first read of a batch, produces each alert at once
+(linger 0), and commits a batch's offsets every COMMIT_SECONDS after its alerts are
+acknowledged (at-least-once).
+
+Shutdown: SIGTERM/SIGINT stop the loop cleanly (committing what was processed); if
 that has not finished within `alerts_stop_seconds`, the process exits hard. At most
 some reads are then processed again (at-least-once); their alert ids are the same,
 and the ledger recognises them.
@@ -46,7 +53,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from alpr.alerting import dedup
 from alpr.alerting.dedup import AlertLedger
+from confluent_kafka import KafkaError
+
 from alpr.core import kafka
+from alpr.core.errors import DeliveryFailed
 from alpr.alerting.geofence import Geofence, load_geofences, notices_for
 from alpr.alerting.hotlist import HotlistIndex
 from alpr.core.kafka import read_compacted
@@ -77,6 +87,7 @@ STATE_POLL_SECONDS = 0.05  # how often hotlist/pattern/ledger changes are applie
 LOAD_IDLE_SECONDS = 0.25
 PRUNE_EVERY_SECONDS = 10.0  # how often the ledger looks for entries past the window
 EXIT_HARD = 70            # exit status when a clean stop overran its deadline
+COMMIT_SECONDS = 0.5      # reads re-processed after a crash: at most about this much (the ledger absorbs them)
 
 
 # --- state: the whole hotlist and every pattern, per worker
@@ -313,44 +324,20 @@ def follow(settings: Settings, codec: Codec, out: TextIO, from_beginning: bool =
     return shown
 
 
-# --- the Faust app
-
-def _broker_url(bootstrap: str) -> str:
-    return ";".join(f"kafka://{hp.strip()}" for hp in bootstrap.split(","))
-
-
-def _credentials(settings: Settings):
-    import ssl
-
-    import faust
-
-    if settings.kafka_security_protocol == "SSL":
-        return faust.SSLCredentials(ssl.create_default_context())
-    if settings.kafka_security_protocol == "SASL_SSL":
-        return faust.SASLCredentials(
-            username=settings.kafka_sasl_username or "",
-            password=settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else "",
-            mechanism="SCRAM-SHA-512", ssl_context=ssl.create_default_context())
-    return None
-
+# --- the worker: one librdkafka consumer loop
 
 class Marks:
     """Writes the ledger's marks: each after its alert's acknowledgement (see alpr.alerting.dedup)."""
 
     def __init__(self, settings: Settings, codec: Codec, ledger: AlertLedger) -> None:
         self.ledger = ledger
-        self._pub = kafka.Publisher(settings, codec, "alerts-ledger")
+        self._pub = kafka.Publisher(settings, codec, "alerts-ledger",
+                                    **{"linger.ms": 20})  # marks are not on any alert's path: batch them
         self.failed = 0
         self._next_prune = 0.0
 
-    def after_ack(self, alert: Alert, fut) -> None:
-        """Done-callback of an alert's send: mark it if the broker has it."""
-        if fut.cancelled() or fut.exception() is not None:
-            self.failed += 1  # not on the topic: no mark, so a re-processed read raises it again
-            log.error("alert.not_acknowledged", alert_id=alert.alert_id)
-            return
-        meta = fut.result()
-        self.mark(alert, meta.partition, meta.offset)
+    def poll(self) -> None:
+        self._pub.poll(0)
 
     def mark(self, alert: Alert, partition: int, offset: int) -> None:
         r = alert.read
@@ -373,173 +360,185 @@ class Marks:
         self._pub.flush(timeout)
 
 
-def build_app(settings: Settings, codec: Codec, follower: StateFollower, matcher: Matcher, marks: Marks):
-    """The Faust app: one agent on the reads, one timer applying hotlist/pattern/ledger changes."""
-    import faust
+class ReadConsumer(kafka.RecordConsumer):
+    """The reads, in the group APP_ID; on revoke, what was processed is flushed and committed first."""
 
-    _short_fetch_wait(settings.alerts_fetch_wait_ms)
-    datadir = settings.data_dir / "faust"
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        APP_ID,
-        broker=_broker_url(settings.kafka_bootstrap),
-        broker_credentials=_credentials(settings),
-        datadir=str(datadir),
-        key_serializer="raw", value_serializer="raw",  # Avro bytes, decoded with schemas.Codec
-        consumer_auto_offset_reset="earliest",         # a new group starts at the oldest read: none skipped
-        broker_commit_interval=1.0,                    # at most ~1 s of reads re-processed after a crash
-        broker_session_timeout=6.0,                    # a dead worker's reads move on in 6 s; joins are prompt
-        broker_heartbeat_interval=1.5,
-        broker_rebalance_timeout=10.0,                 # how long a join may wait for the other members
-        producer_acks=-1,                              # an alert counts as sent when every replica has it
-        topic_replication_factor=settings.kafka_replication_factor or 1,  # Faust's own leader topic only
-        web_enabled=False,                             # no HTTP port: several workers share a host
-    )
-    reads = app.topic(READS, key_type=bytes, value_type=bytes)
-    alerts = app.topic(ALERTS, key_type=bytes, value_type=bytes)
-    deadletters = app.topic(DEADLETTER, key_type=bytes, value_type=bytes)
-    counts = {"reads": 0, "alerts": 0, "dead_lettered": 0}
+    def __init__(self, settings: Settings, codec: Codec, deadletters: kafka.Publisher,
+                 before_revoke: Callable[[], None]) -> None:
+        self._before_revoke = before_revoke
+        super().__init__(settings, codec, APP_ID, [READS], PlateRead, deadletters, client_id="alerts", **{
+            # The broker holds a fetch up to this long when no read is waiting; on brokers that hold
+            # it to the limit even when one arrives, it is read-to-alert latency (setting's doc).
+            "fetch.wait.max.ms": settings.alerts_fetch_wait_ms,
+        })
 
-    async def dead_letter(message, reason: str, error_class: str) -> None:
-        counts["dead_lettered"] += 1
-        log.warning("read.dead_lettered", partition=message.partition, offset=message.offset, reason=reason[:200])
-        dl = DeadLetter(source_topic=message.topic, source_partition=message.partition,
-                        source_offset=message.offset, consumer=APP_ID, reason=reason, error_class=error_class,
-                        key=message.key, value=message.value, failed_at=datetime.now(timezone.utc))
-        await deadletters.send(key=READS.encode(), value=codec.encode(dl, DEADLETTER), force=True)
+    def _on_revoke(self, consumer, partitions) -> None:
+        # The partitions may go to another worker: hand them over with their alerts acked and
+        # their offsets committed, so it re-processes nothing (and the ledger has nothing to catch).
+        try:
+            self._before_revoke()
+        except Exception as exc:  # DeliveryFailed or a commit error: the new owner re-processes instead
+            log.error("alerts.revoke_commit_failed", error=str(exc))
+        super()._on_revoke(consumer, partitions)
 
-    @app.agent(reads)
-    async def check_reads(stream):
-        # Sends are not awaited one by one: Faust flushes the producer before it commits
-        # the reads' offsets, so an offset is committed only after its alerts are acked.
-        # Each alert is noted in the ledger when raised and marked on alpr.alert_dedup once acked.
-        checked, dead = ALERT_READS.labels("checked"), ALERT_READS.labels("dead_lettered")
-        async for event in stream.events():
-            message = event.message
-            counts["reads"] += 1
-            try:
-                read = codec.decode(message.value, PlateRead)
-            except UndecodableRecord as exc:
-                dead.inc()
-                await dead_letter(message, exc.reason, "UndecodableRecord")
+    def next_batch(self, max_records: int, timeout: float) -> list:
+        """Waits up to `timeout` for the first read only, then takes what is already fetched.
+
+        (`consume(n, timeout)` would wait for n reads or the whole timeout: latency.)"""
+        first = self._consumer.poll(timeout)
+        if first is None:
+            return []
+        out: list = []
+        for msg in [first, *self._consumer.consume(max_records - 1, 0)]:
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume.error", group=self.group, error=msg.error().str())
                 continue
             try:
-                raised = matcher.check(read)
+                out.append(kafka.Received(msg, self.codec.decode(msg.value(), PlateRead)))
+            except UndecodableRecord as exc:
+                self.dead_letter(msg, exc.reason, "UndecodableRecord")
+                ALERT_READS.labels("dead_lettered").inc()
+        return out
+
+
+class AlertWorker:
+    """reads -> Matcher -> alerts, committing a read's offset only after its alerts are acknowledged."""
+
+    def __init__(self, settings: Settings, codec: Codec, follower: StateFollower, matcher: Matcher,
+                 marks: Marks) -> None:
+        from confluent_kafka import Producer
+
+        self.settings, self.codec, self.follower, self.matcher, self.marks = settings, codec, follower, matcher, marks
+        self.counts = {"reads": 0, "alerts": 0, "dead_lettered": 0}
+        self.stop = threading.Event()
+        self.on_loop: Callable[[], None] = lambda: None
+        self._producer = Producer(kafka.producer_config(
+            settings, "alerts",
+            **{"linger.ms": 0}))  # an alert goes out at once: latency, not batching, is what counts here
+        self._failed: list[str] = []
+        self.deadletters = kafka.Publisher(settings, codec, "alerts-deadletters")
+        self.consumer = ReadConsumer(settings, codec, self.deadletters, self.commit)
+        self._uncommitted = 0
+
+    def _acked(self, alert: Alert, err, msg) -> None:
+        """Delivery report of one alert: mark it in the ledger, or remember the failure."""
+        if err is not None:
+            self._failed.append(err.str())
+            log.error("alert.not_acknowledged", alert_id=alert.alert_id, error=err.str())
+            return
+        self.marks.mark(alert, msg.partition(), msg.offset())
+
+    def commit(self) -> None:
+        """Every alert so far acknowledged (and marked), then the reads' offsets committed."""
+        if not self._uncommitted:
+            return
+        remaining = self._producer.flush(30)
+        failed, self._failed = self._failed, []
+        if remaining or failed:
+            # Not committed: these reads are processed again by whoever owns them next.
+            raise DeliveryFailed(f"{remaining} alerts unacknowledged, {len(failed)} failed"
+                                 + (f": {failed[0]}" if failed else ""))
+        self.deadletters.flush(30)
+        self.consumer.commit()
+        self._uncommitted = 0
+
+    def process(self, batch: list) -> None:
+        checked = ALERT_READS.labels("checked")
+        for item in batch:
+            read = item.record
+            self.counts["reads"] += 1
+            try:
+                raised = self.matcher.check(read)
             except Exception as exc:  # a bug must not stop every other read: park this one
                 log.error("read.check_failed", read_id=read.read_id, error=repr(exc)[:200])
-                dead.inc()
-                await dead_letter(message, f"check failed: {exc!r}"[:1000], type(exc).__name__)
+                self.consumer.dead_letter(item.message, f"check failed: {exc!r}"[:1000], type(exc).__name__)
+                ALERT_READS.labels("dead_lettered").inc()
                 continue
             checked.inc()
             for alert in raised:
-                counts["alerts"] += 1
+                self.counts["alerts"] += 1
                 ALERTS_RAISED.labels(alert.kind.value).inc()
                 log.info("alert.raised", alert_id=alert.alert_id, kind=alert.kind.value, read_id=read.read_id,
                          camera_id=read.camera_id)
-                fut = await alerts.send(key=read.plate.encode(), value=codec.encode(alert, ALERTS), force=True)
-                fut.add_done_callback(functools.partial(marks.after_ack, alert))
+                self._produce(read.plate.encode(), self.codec.encode(alert, ALERTS), alert)
+        self._uncommitted += len(batch)
 
-    @app.timer(STATE_POLL_SECONDS)
-    async def follow_state():
-        follower.poll()
-        marks.prune()
-        app.on_loop()  # liveness: the event loop turns
+    def _produce(self, key: bytes, value: bytes, alert: Alert) -> None:
+        while True:
+            try:
+                self._producer.produce(ALERTS, key=key, value=value,
+                                       on_delivery=functools.partial(self._acked, alert))
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # local queue full: serve delivery reports, then retry
 
-    @app.timer(60.0)
-    async def report():
-        log.info("alerts.progress", **counts, suppressed=matcher.suppressed, hotlist=len(follower.state.hotlist),
-                 patterns=len(follower.state.patterns), ledger=len(follower.state.ledger))
-
-    app.counts = counts
-    app.on_loop = lambda: None  # run_worker points it at the process health
-    return app
-
-
-def _short_fetch_wait(wait_ms: int) -> None:
-    """Faust builds its aiokafka consumer with fetch_max_wait_ms=1500 and no setting for it.
-
-    Measured on the dev broker, that wait showed up as read-to-alert latency (p50 about
-    0.46 s at 100 reads/s with 1,500 ms, 52 ms with 50 ms): the broker answered a fetch only
-    when the wait ran out. An alert is worth more than the fetch requests saved, so the
-    worker's consumer waits at most the setting `alerts_fetch_wait_ms`. (Apache Kafka answers
-    as soon as a record arrives; there the setting only bounds idle fetch traffic.)
-    """
-    from faust.transport.drivers import aiokafka as driver
-
-    if getattr(driver.aiokafka.AIOKafkaConsumer, "_alpr_short_wait", False):
-        driver.aiokafka.AIOKafkaConsumer.wait_ms = wait_ms
-        return
-    original = driver.aiokafka.AIOKafkaConsumer
-
-    class Consumer(original):
-        _alpr_short_wait = True
-        wait_ms = 0
-
-        def __init__(self, *args, **kwargs):
-            if kwargs.get("group_id") is not None:
-                kwargs["fetch_max_wait_ms"] = Consumer.wait_ms
-            super().__init__(*args, **kwargs)
-
-    Consumer.wait_ms = wait_ms
-    driver.aiokafka.AIOKafkaConsumer = Consumer
+    def run(self) -> None:
+        next_state = next_commit = _time.monotonic()
+        try:
+            while not self.stop.is_set():
+                batch = self.consumer.next_batch(500, STATE_POLL_SECONDS)
+                if batch:
+                    self.process(batch)
+                self._producer.poll(0)  # delivery reports: marks follow acknowledgements
+                self.marks.poll()
+                now = _time.monotonic()
+                if now >= next_state:
+                    self.follower.poll()
+                    self.marks.prune()
+                    self.on_loop()
+                    next_state = now + STATE_POLL_SECONDS
+                if now >= next_commit:
+                    self.commit()
+                    next_commit = now + COMMIT_SECONDS
+            self.commit()
+        finally:
+            self.counts["dead_lettered"] = self.consumer.dead_lettered
+            self.consumer.close()  # leaves the group: the partitions move without a session timeout
+            self.follower.close()
+            try:
+                self.marks.flush()
+            except DeliveryFailed as exc:  # those alerts are repeated at most, never lost
+                log.warning("alerts.marks_unflushed", error=str(exc))
 
 
 def run_worker(settings: Settings, codec: Codec | None = None) -> None:
-    """`alpr alerts`: load state, run the app until SIGTERM/SIGINT; exits hard if a stop overruns."""
-    import faust
-
+    """`alpr alerts`: load state, run the loop until SIGTERM/SIGINT; exits hard if a stop overruns."""
     codec = codec or Codec(settings.schema_registry_url)
     geofences = load_geofences(settings.geofences_file)
     kafka.check_reachable(settings)
     state = AlertState(hotlist=HotlistIndex(codec), ledger=AlertLedger(settings.alert_dedup_seconds))
     follower = StateFollower(settings, codec, state)
-    unmarked = follower.load()
     marks = Marks(settings, codec, state.ledger)
+    # Subscribed before the state is loaded: the group join (3 s on a broker with the default
+    # group.initial.rebalance.delay.ms) runs while the topics are read. No read is processed before
+    # the load is done: partitions are taken (on_assign) only by the loop's first poll.
+    worker = AlertWorker(settings, codec, follower, Matcher(state, geofences), marks)
+    unmarked = follower.load()
     for alert, partition, offset in unmarked:  # raised before a crash, never marked: mark them now
         marks.mark(alert, partition, offset)
-    matcher = Matcher(state, geofences)
-    app = build_app(settings, codec, follower, matcher, marks)
     deadline = settings.alerts_stop_seconds
 
-    class Worker(faust.Worker):
-        def install_signal_handlers(self) -> None:
-            # Our own handlers instead of mode's: signal.signal runs even when the loop is
-            # busy, and a watchdog ends the process if the clean stop does not finish.
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, self._on_stop_signal)
+    def on_stop_signal(signum, frame) -> None:
+        if worker.stop.is_set():
+            return
+        log.info("alerts.stopping", signal=signal.Signals(signum).name, deadline_s=deadline)
+        watchdog = threading.Timer(deadline, _exit_hard, args=(deadline,))
+        watchdog.daemon = True
+        watchdog.start()
+        worker.stop.set()
 
-        def _on_stop_signal(self, signum, frame) -> None:
-            if getattr(self, "_stopping_since", None):
-                return
-            self._stopping_since = True
-            log.info("alerts.stopping", signal=signal.Signals(signum).name, deadline_s=deadline)
-            watchdog = threading.Timer(deadline, _exit_hard, args=(deadline,))
-            watchdog.daemon = True
-            watchdog.start()
-            self.loop.call_soon_threadsafe(self._schedule_shutdown, signal.Signals(signum))
-
-        def on_worker_shutdown(self) -> None:
-            follower.close()
-            try:
-                marks.flush()
-            except Exception as exc:  # DeliveryFailed: those alerts are repeated at most, never lost
-                log.warning("alerts.marks_unflushed", error=str(exc))
-
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_stop_signal)
     log.info("alerts.starting", geofences=len(geofences), dedup_s=settings.alert_dedup_seconds)
-    worker = Worker(app, loglevel=settings.log_level, override_logging=False, quiet=True,
-                    redirect_stdouts=False)
-    worker.spinner = None  # no terminal spinner: stdout is for output, not cursor codes
-    # Metrics, heartbeats and lag like every other process; Faust's Worker keeps the signals.
-    runtime = ProcessRuntime(settings, "alerts", counters=lambda: dict(app.counts), install_signals=False,
-                             ready=lambda: bool(app.consumer.assignment()) or app.counts["reads"] > 0,
+    # Metrics, heartbeats and lag like every other process; the signals stay ours (deadline above).
+    runtime = ProcessRuntime(settings, "alerts", counters=lambda: dict(worker.counts), install_signals=False,
+                             ready=lambda: bool(worker.consumer.assigned) or worker.counts["reads"] > 0,
                              lag_of=((APP_ID, READS),))
-    app.on_loop = runtime.health.beat
+    worker.on_loop = runtime.health.beat
     with runtime:
-        try:
-            worker.execute_from_commandline()
-        except SystemExit as exc:
-            log.info("alerts.stopped", **app.counts)
-            raise SystemExit(exc.code) from None
+        worker.run()
+        log.info("alerts.stopped", **worker.counts)
 
 
 def _exit_hard(deadline: float) -> None:
