@@ -538,7 +538,7 @@ def run_worker(settings: Settings, codec: Codec | None = None) -> None:
     worker.on_loop = runtime.health.beat
     with runtime:
         worker.run()
-        log.info("alerts.stopped", **worker.counts)
+        log.info("alerts.stopped", **worker.counts, **{f"suppressed_{k}": v for k, v in state.ledger.suppressed.items()})
 
 
 def _exit_hard(deadline: float) -> None:
