@@ -42,39 +42,30 @@ import signal
 import sys
 import threading
 import time as _time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone, tzinfo
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
-from concurrent.futures import ThreadPoolExecutor
+from confluent_kafka import KafkaError
 
 from alpr.alerting import dedup
 from alpr.alerting.dedup import AlertLedger
-from confluent_kafka import KafkaError
-
-from alpr.core import kafka
-from alpr.core.errors import DeliveryFailed
 from alpr.alerting.geofence import Geofence, load_geofences, notices_for
 from alpr.alerting.hotlist import HotlistIndex
+from alpr.alerting.partials import PatternIndex
+from alpr.core import kafka
+from alpr.core.errors import DeliveryFailed
 from alpr.core.kafka import read_compacted
 from alpr.core.logs import get_log
 from alpr.core.metrics import ALERT_READS, ALERTS_RAISED
-from alpr.alerting.partials import PatternIndex
 from alpr.core.runtime import ProcessRuntime
 from alpr.core.settings import Settings
-from alpr.core.topics import ALERTS, DEADLETTER, HOTLIST, PARTIALS, READS
-from alpr.schemas import (
-    Alert,
-    Codec,
-    DeadLetter,
-    HotlistEntry,
-    PartialPlate,
-    PlateRead,
-    UndecodableRecord,
-)
+from alpr.core.topics import ALERTS, HOTLIST, PARTIALS, READS
+from alpr.schemas import Alert, Codec, HotlistEntry, PartialPlate, PlateRead, UndecodableRecord
 
 log = get_log(__name__)
 
