@@ -275,3 +275,30 @@ def test_ledger_reads_back_alerts_acknowledged_but_never_marked(env):
     assert not ledger.suppress("new-id", r.plate, r.camera_id, f"H:CA:{HITS[5]}",
                                r.captured_at + timedelta(seconds=301))
     assert ledger.suppressed == {"same_id": 1, "window": 1}
+
+
+def test_operator_view_never_shows_an_alert_id_twice(env):
+    """Belt and braces: even if the topic held an alert twice, the view prints it once."""
+    s, codec = env["settings"], env["codec"]
+    r = _read(HITS[7])
+    alert = Alert(alert_id=alert_id(r.read_id, f"H:CA:{HITS[7]}"), kind="EXACT", agency="SPD", read=r,
+                  verify_before_action=VERIFY_NOTICE, raised_at=r.read_at)
+    prod = Producer(kafka.producer_config(s, "test-twice"))
+    for partition in (0, 1):  # the same alert, twice, as two workers in a rebalance could send it
+        prod.produce(ALERTS, value=codec.encode(alert, ALERTS), partition=partition)
+    prod.flush(10)
+    assert env["watch"].wait([r.read_id], 10) and _repeats(env, {r.read_id}) == {alert.alert_id: 2}
+    assert _view(env, {r.read_id}) == [alert.alert_id]
+
+
+def test_ledger_forgets_what_is_past_the_window():
+    assert dedup.AlertLedger(300).expired_keys() == []  # nothing seen yet: nothing to compare with
+    ledger = dedup.AlertLedger(300)
+    old, new = _read(HITS[8]), _read(HITS[9])
+    old = old.model_copy(update={"captured_at": new.captured_at - timedelta(seconds=900)})
+    alerts = [Alert(alert_id=f"a-{r.read_id}", kind="EXACT", agency="SPD", read=r, verify_before_action=VERIFY_NOTICE,
+                    raised_at=r.read_at) for r in (old, new)]
+    keys = [ledger.remember(a) for a in alerts]
+    ledger.note_offset(0, 5, keys[1])
+    assert ledger.expired_keys() == [keys[0]]
+    assert not ledger.seen(alerts[0].alert_id) and ledger.seen(alerts[1].alert_id)

@@ -33,7 +33,6 @@ log = get_log(__name__)
 
 DEDUP = "alpr.alert_dedup"
 H_PARTITION, H_OFFSET = "alerts-partition", "alerts-offset"
-PRUNE_ABOVE = 50_000  # entries held before those past the window are forgotten (and tombstoned)
 
 
 def window_key(plate: str, camera_id: str, match: str) -> str:
@@ -108,8 +107,9 @@ class AlertLedger:
             self._ids.pop(prev[1], None)
 
     def expired_keys(self) -> list[str]:
-        """Window keys past the window (relative to the newest read seen), once the ledger is large."""
-        if len(self._last) <= PRUNE_ABOVE:
+        """Window keys past the window (relative to the newest read seen), forgotten here and returned
+        for tombstoning: the ledger topic, and so a start, holds about one window of alerts."""
+        if not self._last:
             return []
         cutoff = self._newest - max(self.window, timedelta(seconds=60))
         keep = set(self._marked_keys.values())  # a start reads the alerts after these: keep them on the topic
