@@ -137,8 +137,10 @@ class StateFollower:
                  seconds=round(_time.monotonic() - t0, 2))
         self._consumer = Consumer(kafka.consumer_config(
             self.settings, f"{APP_ID}-state", "alerts-state",
-            # assign(), not subscribe(): every worker reads every partition; nothing is committed
-            **{"fetch.wait.max.ms": 20}))  # another worker's alerts reach this ledger within ms (rebalances)
+            # assign(), not subscribe(): every worker reads every partition; nothing is committed.
+            # Changes and other workers' marks apply within a fraction of a second; a shorter wait
+            # would cost idle fetches on five partitions, CPU the reads need on a small box.
+            **{"fetch.wait.max.ms": 100}))
         self._consumer.assign(assignment)
         return unmarked
 

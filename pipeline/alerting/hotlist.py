@@ -5,7 +5,14 @@ Extracts from the state and federal systems arrive as CSV files; `import_csv`
 publishes only the difference from what the topic already holds (new and changed
 entries, tombstones for entries of that source missing from the file), after
 writing one audit event that counts them. A file with any malformed row changes
-nothing unless the caller asks to skip bad rows.
+nothing unless the caller asks to skip bad rows. Every entry carries the agency of
+the user who entered or imported it.
+
+Removing an entry of a state or federal extract by hand is remembered on the
+compacted topic `alpr.hotlist_removals`, so the next import of that extract does not
+silently put it back: a row that repeats the removed entry stays off the list, and a
+row that changed (new case, reason or expiry) goes back on, named in the import's
+`overrides_local_removals`.
 
 `HotlistIndex` is the in-memory view the alert topology looks plates up in,
 including the OCR-confusion neighbours of a read (0/O, 1/I, 8/B, ...).
