@@ -273,6 +273,20 @@ def test_undecodable_read_is_dead_lettered_and_processing_goes_on(topology):
     assert any(d.source_topic == READS and d.value == b"\xc3\x01not avro at all" for d in letters)
 
 
+def test_metrics_count_reads_consumed_before_any_match(topology):
+    """Prometheus sees the worker consume reads, hits or not; and what the ledger suppressed."""
+    import re
+    import urllib.request
+
+    _no_alert(topology, _read("0NOHIT0", camera=_cam()))  # a read that matches nothing, then a sentinel
+    url = re.search(r"metrics=(http://\S+)", topology["worker"].log.read_text()).group(1)
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+    checked = re.search(r'^alpr_alert_reads_total\{outcome="checked"\} ([\d.e+]+)$', text, re.M)
+    assert checked and float(checked.group(1)) >= 2
+    assert re.search(r'^alpr_alert_reads_total\{outcome="dead_lettered"\} [1-9]', text, re.M)  # the garbage read
+    assert re.search(r'^alpr_alerts_suppressed_total\{why="window"\} [1-9]', text, re.M)  # the 5DUP555 repeat
+
+
 def test_restart_keeps_state_and_misses_no_read(topology, env):
     worker = topology["worker"]
     rc, took = worker.stop()

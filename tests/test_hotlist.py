@@ -87,7 +87,8 @@ def test_import_publishes_only_the_difference(mod_settings, tmp_path):
                                   "4DDD444,CA,MISSING_PERSON,STATE,S-4,2029-06-30\n")   # new; 3CCC333 gone
     r2 = hotlist.import_csv(mod_settings, codec, v2, source="STATE", user="clerk2")
     assert r2.summary() | {"bad_rows": []} == {"source": "STATE", "rows": 3, "added": 1, "changed": 1,
-                                                "removed": 1, "unchanged": 1, "bad_rows": []}
+                                                "removed": 1, "unchanged": 1, "bad_rows": [],
+                                                "kept_removed": [], "overrides_local_removals": []}
     published = [v for k, v in _topic(mod_settings, codec).items() if k not in mark]
     assert sorted((k, e is None) for k, e, _ in published) == [("CA:2BBB222", False), ("CA:3CCC333", True),
                                                                ("CA:4DDD444", False)]
@@ -170,3 +171,65 @@ def test_hotlist_cli_logs_its_user_in(mod_settings, monkeypatch, tmp_path):
     actions = [(ev.actor, ev.action, ev.outcome.value) for _, ev in read_events(mod_settings, codec)]
     assert ("clerk-cli", "LOGIN", "REFUSED") in actions and ("rookie-cli", "LOGIN", "REFUSED") in actions
     assert ("clerk-cli", "LOGIN", "ALLOWED") in actions and ("clerk-cli", "HOTLIST_ADD", "ALLOWED") in actions
+
+
+def test_import_carries_the_importing_users_agency(mod_settings, tmp_path):
+    """An SPD detective's import is SPD's entries (and SPD's audit event), not the installation's."""
+    codec = Codec()
+    f = _csv(tmp_path, "spd.csv", "7SPD777,NV,WARRANT,FEDERAL,SPD-9,\n")
+    result = hotlist.import_csv(mod_settings, codec, f, source="FEDERAL", user="det.spd", agency="SPD")
+    assert [e.agency for e in result.added] == ["SPD"]
+    assert hotlist.current(mod_settings, codec)["NV:7SPD777"].agency == "SPD"
+    event = [e for _, e in read_events(mod_settings, codec) if e.action == "HOTLIST_IMPORT"][-1]
+    assert (event.actor, event.agency) == ("det.spd", "SPD")
+    assert mod_settings.agency == "RIC"
+
+
+def test_removal_of_an_extract_entry_is_remembered_by_the_next_import(mod_settings, tmp_path):
+    codec = Codec()
+    rows = "5REM555,UT,STOLEN_VEHICLE,FEDERAL,F-55,2030-01-01\n6KEP666,UT,WARRANT,FEDERAL,F-66,\n"
+    hotlist.import_csv(mod_settings, codec, _csv(tmp_path, "f1.csv", rows), source="FEDERAL", user="clerk1")
+    removed = hotlist.remove(mod_settings, codec, key="UT:5REM555", user="sgt1", reason="recovered, owner called",
+                             agency="SPD")
+    assert removed.remembered and "FEDERAL" in removed.warning and "remembered" in removed.warning
+    gone = hotlist.current(mod_settings, codec, hotlist.REMOVALS)["UT:5REM555"]
+    assert (gone.entered_by, gone.agency, gone.notes) == ("sgt1", "SPD", "removed: recovered, owner called")
+    # The same extract again: the removal stands, and the import says so.
+    again = hotlist.import_csv(mod_settings, codec, _csv(tmp_path, "f2.csv", rows), source="FEDERAL", user="clerk1")
+    assert again.kept_removed == ["UT:5REM555"] and again.added == [] and again.overridden == []
+    assert "UT:5REM555" not in hotlist.current(mod_settings, codec)
+    # The extract's entry changes (a new case): new information, back on the list, the override named.
+    changed = rows.replace("F-55", "F-56")
+    third = hotlist.import_csv(mod_settings, codec, _csv(tmp_path, "f3.csv", changed), source="FEDERAL",
+                               user="clerk1")
+    assert third.overridden == ["UT:5REM555"] and [e.key for e in third.added] == ["UT:5REM555"]
+    assert third.summary()["overrides_local_removals"] == ["UT:5REM555"]
+    assert "UT:5REM555" in hotlist.current(mod_settings, codec)
+    assert "UT:5REM555" not in hotlist.current(mod_settings, codec, hotlist.REMOVALS)
+
+
+def test_removal_of_a_local_entry_is_not_remembered(mod_settings):
+    codec = Codec()
+    e = hotlist.make_entry(plate="8LOC888", state="CA", reason="OTHER", source="LOCAL", case_number="L-8",
+                           expires=None, agency="SPD", user="sgt1")
+    hotlist.add(mod_settings, codec, e)
+    removed = hotlist.remove(mod_settings, codec, key=e.key, user="sgt1", reason="done")
+    assert not removed.remembered and removed.warning is None
+    assert e.key not in hotlist.current(mod_settings, codec, hotlist.REMOVALS)
+
+
+def test_index_decodes_on_lookup_and_drops_what_it_cannot_trust():
+    codec = Codec()
+    now = datetime.now(timezone.utc)
+    idx = hotlist.HotlistIndex(codec)
+    good = hotlist.make_entry(plate="1RAW111", state="CA", reason="OTHER", source="LOCAL", case_number="1",
+                              expires=None, agency="A", user="u")
+    idx.put_raw(good.key, codec.encode(good, HOTLIST))
+    idx.put_raw("CA:2BAD222", b"\xc3\x01garbage")
+    idx.put_raw("CA:3LIE333", codec.encode(good, HOTLIST))  # a key that does not name its entry's plate
+    assert len(idx) == 3
+    assert idx.lookup("1RAW111", now) == [good] and idx.possible("1RAWIII", now) == []
+    assert idx.lookup("2BAD222", now) == [] and idx.lookup("3LIE333", now) == []
+    assert len(idx) == 1 and idx.undecodable == 2
+    idx.put_raw(good.key, None)
+    assert idx.lookup("1RAW111", now) == [] and len(idx) == 0

@@ -90,3 +90,11 @@ def test_add_list_remove_on_the_topic_audited(settings, codec: Codec):
     assert actions == [("PARTIAL_ADD", e.pattern_id), ("PARTIAL_REMOVE", e.pattern_id)]
     tomb = [m for m in kafka.read_to_end(settings, PARTIALS, idle=0.3) if m.key() == e.pattern_id.encode()]
     assert tomb[-1].value() is None
+
+
+def test_pattern_carries_the_entering_users_agency(settings, codec: Codec):
+    e = partials.add(settings, codec, pattern="4SP?D*", case_number="SPD-1", incident_type="ROBBERY",
+                     user="det.spd", agency="SPD")
+    assert e.agency == "SPD" and partials.current(settings, codec)[e.pattern_id].agency == "SPD"
+    event = [ev for _, ev in read_events(settings, codec) if ev.subject == e.pattern_id][-1]
+    assert (event.actor, event.agency) == ("det.spd", "SPD")

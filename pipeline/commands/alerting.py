@@ -39,8 +39,15 @@ def hotlist_import(file: Path, source: str, actor: str, password_stdin: bool, sk
 
     session, who = login(actor, password_stdin, ANALYSTS, "hotlist")
     result = hotlist.import_csv(session.settings, session.codec, file, source=source.upper(), user=who.name,
-                                skip_bad=skip_bad, allow_empty=allow_empty, audit=session.audit)
+                                skip_bad=skip_bad, allow_empty=allow_empty, audit=session.audit,
+                                agency=who.agency)
     click.echo(json.dumps(result.summary()))
+    if result.kept_removed:
+        click.echo(f"note: {len(result.kept_removed)} row(s) stay off the list because they were removed locally: "
+                   + ", ".join(result.kept_removed[:20]), err=True)
+    if result.overridden:
+        click.echo(f"warning: this extract changed {len(result.overridden)} locally removed entr(y/ies), which are "
+                   "back on the list: " + ", ".join(result.overridden[:20]), err=True)
 
 
 @hotlist_cmd.command("add")
@@ -50,8 +57,8 @@ def hotlist_import(file: Path, source: str, actor: str, password_stdin: bool, sk
               "AMBER_ALERT, WARRANT or OTHER.")
 @click.option("--source", type=SOURCES, default="LOCAL", show_default=True)
 @click.option("--case", "case_number", required=True, help="Case or event number.")
-@click.option("--expires", default="", help="YYYY-MM-DD (through that day, UTC) or an ISO date-time; "
-              "empty: no expiry.")
+@click.option("--expires", default="", help="YYYY-MM-DD (through that day, UTC; shown as entered) or an ISO "
+              "date-time with its zone; empty: no expiry.")
 @click.option("--notes", default=None)
 @login_options
 def hotlist_add(plate, state, reason, source, case_number, expires, notes, actor, password_stdin) -> None:
@@ -82,9 +89,12 @@ def hotlist_remove(plate, state, reason, actor, password_stdin) -> None:
 
     session, who = login(actor, password_stdin, ANALYSTS, "hotlist")
     key = f"{state.strip().upper()}:{normalize_plate(plate)}"
-    old = hotlist.remove(session.settings, session.codec, key=key, user=who.name, reason=reason,
-                         audit=session.audit)
-    click.echo(json.dumps({"result": "removed", "key": key, "source": old.source.value}))
+    removed = hotlist.remove(session.settings, session.codec, key=key, user=who.name, reason=reason,
+                             audit=session.audit, agency=who.agency)
+    click.echo(json.dumps({"result": "removed", "key": key, "source": removed.entry.source.value,
+                           "remembered": removed.remembered}))
+    if removed.warning:
+        click.echo(f"warning: {removed.warning}", err=True)
 
 
 @hotlist_cmd.command("list")
@@ -123,7 +133,7 @@ def partial_add(pattern, case_number, incident_type, expires_days, notes, actor,
     session, who = login(actor, password_stdin, ANALYSTS, "partials")
     e = partials.add(session.settings, session.codec, pattern=pattern, case_number=case_number,
                      incident_type=incident_type, user=who.name, expires_days=expires_days, notes=notes,
-                     audit=session.audit)
+                     audit=session.audit, agency=who.agency)
     click.echo(json.dumps(_entry_json(e)))
 
 
@@ -137,7 +147,7 @@ def partial_remove(pattern_id, reason, actor, password_stdin) -> None:
 
     session, who = login(actor, password_stdin, ANALYSTS, "partials")
     old = partials.remove(session.settings, session.codec, pattern_id=pattern_id, user=who.name, reason=reason,
-                          audit=session.audit)
+                          audit=session.audit, agency=who.agency)
     click.echo(json.dumps({"result": "removed", "pattern_id": pattern_id, "pattern": old.pattern}))
 
 
@@ -164,12 +174,19 @@ def partial_list(actor, password_stdin) -> None:
 @click.option("--password-stdin", is_flag=True, help="With --follow: read your password from stdin.")
 def alerts_cmd(follow: bool, from_beginning: bool, actor: str | None, password_stdin: bool) -> None:
     """Run the alert topology worker (reads -> alerts); with --follow, show alerts to a person."""
+    from alpr.alerting.partials import BadInput
     from alpr.topologies import alerts
 
     if not follow:
+        # A person asking for the view must not start a worker by leaving out --follow: a second
+        # worker joins the group and moves partitions (a rebalance) under the running ones.
+        given = [name for name, on in (("--user", actor), ("--from-beginning", from_beginning),
+                                       ("--password-stdin", password_stdin)) if on]
+        if given:
+            raise BadInput(f"{', '.join(given)} belong(s) to the operator view: add --follow "
+                           "(without --follow, `alpr alerts` runs the topology worker)")
         alerts.run_worker(settings())
         return
-    from alpr.alerting.partials import BadInput
 
     if not actor:
         raise BadInput("--follow shows plates: log in with --user")

@@ -252,7 +252,7 @@ def read_to_end(settings: Settings, topic: str, partition: int = 0, start: int |
     try:
         _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
         consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING if start is None else start)])
-        position = -1
+        position = -1 if start is None else start - 1  # a start at the end has nothing to wait for
         deadline = time.monotonic() + timeout
         last_seen = time.monotonic()
         while time.monotonic() < deadline:

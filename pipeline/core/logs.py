@@ -68,5 +68,5 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiokafka", "faust", "mode", "kafka"):
+    for noisy in ("kafka",):  # a library logger that would drown ours at INFO
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -41,6 +41,11 @@ DEAD_LETTERS = Counter("alpr_dead_letters", "Records sent to the dead-letter top
                        registry=REGISTRY)
 # --- alerts
 ALERTS_RAISED = Counter("alpr_alerts", "Alerts raised, by match kind.", ["kind"], registry=REGISTRY)
+ALERT_READS = Counter("alpr_alert_reads", "Reads consumed by the alert topology, by outcome "
+                      "(checked, dead_lettered): activity shows before any plate matches.", ["outcome"],
+                      registry=REGISTRY)
+ALERTS_SUPPRESSED = Counter("alpr_alerts_suppressed", "Alerts not raised again: same alert id, or the same "
+                            "plate, camera and match inside the de-duplication window.", ["why"], registry=REGISTRY)
 # --- warehouse
 SINK_ROWS = Counter("alpr_sink_rows", "Rows inserted into ClickHouse.", ["table"], registry=REGISTRY)
 SINK_INSERT_SECONDS = Histogram("alpr_sink_insert_seconds", "ClickHouse insert time per batch.", ["table"],

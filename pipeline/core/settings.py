@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         None, description="YAML of named polygons whose notice is added to alerts read inside them; unset: none.")
     alerts_stop_seconds: float = Field(
         15.0, gt=0, description="Seconds `alpr alerts` waits for a clean stop after SIGTERM before exiting hard.")
+    alerts_fetch_wait_ms: int = Field(
+        5, ge=1, le=1000, description="Longest the alert worker's fetch waits at the broker for new reads; "
+                                      "part of read-to-alert latency on brokers that hold a fetch to its limit.")
+    timezone: str = Field(
+        "America/Los_Angeles", description="IANA time zone in which times are shown to people (alerts, entries); "
+                                           "stored times stay UTC.")
 
     # --- Warehouse
     sink_batch_rows: int = Field(
@@ -140,6 +146,17 @@ class Settings(BaseSettings):
     def _at_least_one_year(cls, value: int) -> int:
         if value < MIN_RETENTION_DAYS:
             raise ValueError(f"must be at least {MIN_RETENTION_DAYS} days (reads are kept at least one year)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not an IANA time zone name such as America/Los_Angeles") from None
         return value
 
     @field_validator("bind_host")
