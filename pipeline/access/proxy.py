@@ -313,7 +313,7 @@ class ProxyService:
         actor = f"unknown:{name[:64]}" if name == "-" else name[:64]
         try:
             self.audit.record(actor=actor, agency=self.settings.agency, action="LOGIN", outcome="REFUSED",
-                              reason=reason, details=details)
+                              reason=f"{reason} [rule R-CREDENTIALS]", details={**details, "rule": "R-CREDENTIALS"})
         except AuditUnavailable:
             pass  # refused either way
         raise ProxyError(401, 516, "AUTHENTICATION_FAILED", f"{reason} [rule R-CREDENTIALS]")

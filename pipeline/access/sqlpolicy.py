@@ -285,7 +285,8 @@ def _first_word_refusal(tokens: list) -> None:
                                 "no file or table on the server")
     head = words[0]
     if head in _STATEMENTS:
-        second = f" {words[1]}" if len(words) > 1 and words[1].isalpha() else ""
+        following = words[1].split()[0] if len(words) > 1 and words[1].split() else ""
+        second = f" {following}" if following.isalpha() else ""
         raise PolicyRefused("R-READONLY", f"{head}{second} statements are not allowed: only SELECT queries (and "
                             "SHOW DATABASES, SHOW TABLES, DESCRIBE TABLE for browsing)")
 
@@ -311,9 +312,12 @@ def parse_one(sql: str) -> exp.Expression:
 def _browse_statement(tokens: list, role: UserRole, database: str) -> str | None:
     """R-BROWSE: SHOW DATABASES, SHOW TABLES [FROM db] [LIKE 'p'], DESCRIBE [TABLE] [db.]t as catalog SELECTs."""
     toks = [t for t in tokens if t.token_type != TokenType.SEMICOLON]
-    words = [t.text.upper() for t in toks]
-    if not words or words[0] not in ("SHOW", "DESCRIBE", "DESC"):
+    if not toks or toks[0].text.upper() not in ("SHOW", "DESCRIBE", "DESC"):
         return None
+    if toks[0].text.upper() == "SHOW" and len(toks) == 2 and toks[1].token_type == TokenType.STRING:
+        # sqlglot reads the rest of a SHOW as one command string: tokenise it as SQL
+        toks = toks[:1] + [t for t in _tokens(toks[1].text) if t.token_type != TokenType.SEMICOLON]
+    words = [t.text.upper() for t in toks]
     if words == ["SHOW", "DATABASES"] or words == ["SHOW", "SCHEMAS"]:
         return "SELECT name FROM system.databases ORDER BY name"
     if words[0] == "SHOW":
@@ -354,7 +358,7 @@ def _browse_statement(tokens: list, role: UserRole, database: str) -> str | None
 
 def _browse_name(tok) -> str:
     name = tok.text
-    if tok.token_type not in (TokenType.VAR, TokenType.IDENTIFIER) or not _SAFE_NAME.match(name):
+    if tok.token_type == TokenType.STRING or not _SAFE_NAME.match(name):
         raise PolicyRefused("R-NAMES", f"database and table names are letters, digits and _ (got {name[:64]!r})")
     return name
 
@@ -413,8 +417,9 @@ def _bind(tree: exp.Expression, params: dict[str, str]) -> exp.Expression:
             return node
         name = node.name
         kind = node.args.get("kind")
-        if not name or kind is None:
-            raise PolicyRefused("R-PARAMS", "placeholders must be ClickHouse query parameters {name:Type}")
+        if not name or not isinstance(kind, exp.DataType):
+            raise PolicyRefused("R-PARAMS", "placeholders must be ClickHouse query parameters {name:Type} of a "
+                                "value type (not Identifier: names are never parameters)")
         if f"param_{name}" not in params:
             raise PolicyRefused("R-PARAMS", f"query parameter {name} is not set (param_{name})", code=456, status=400)
         return exp.Cast(this=exp.Literal.string(_unescape(params[f"param_{name}"])), to=kind.copy())
@@ -471,9 +476,10 @@ def _decide(sql: str, role: UserRole, database: str, limits: Limits, default_for
     views: list[exp.Table] = []
     denied_columns: set[str] = set()
     for node in nodes:
-        if isinstance(node, (exp.Select, exp.SetOperation)) and node.args.get("settings"):
+        if node.args.get("settings"):
             raise PolicyRefused("R-SETTINGS", "SETTINGS clauses are not allowed; the proxy sets the query limits")
-        if node is not tree and node.args.get("format") is not None:
+        if node is not tree and isinstance(node, (exp.Select, exp.SetOperation, exp.Subquery)) \
+                and node.args.get("format") is not None:
             raise PolicyRefused("R-FORMAT", "FORMAT belongs at the end of the query only")
         if isinstance(node, exp.Into):
             raise PolicyRefused("R-READONLY", "SELECT ... INTO is not allowed")
@@ -538,7 +544,7 @@ def _check_table(node: exp.Table, allowed: dict[str, frozenset[str]], cte_names:
     if node.args.get("catalog") is not None:
         raise PolicyRefused("R-TABLES", "three-part table names are not allowed")
     name, db = node.name, node.db
-    if not db and name in cte_names:
+    if not db and name in cte_names and _cte_in_scope(node, name):
         return None
     if db == "system" and name in CATALOG_COLUMNS and catalog is not None:
         return "view"
@@ -552,6 +558,17 @@ def _check_table(node: exp.Table, allowed: dict[str, frozenset[str]], cte_names:
         raise PolicyRefused("R-TABLES", f"role {role.value.lower()} may not read table {name} (may read: {may})")
     node.set("db", exp.to_identifier(database))
     return name
+
+
+def _cte_in_scope(node: exp.Expression, name: str) -> bool:
+    """A bare name is a CTE only where an enclosing WITH defines it (else it would be read as a table)."""
+    parent = node.parent
+    while parent is not None:
+        with_ = parent.args.get("with_") or parent.args.get("with")
+        if with_ is not None and any(cte.alias_or_name == name for cte in with_.expressions):
+            return True
+        parent = parent.parent
+    return False
 
 
 def function_allowed(name: str) -> bool:
