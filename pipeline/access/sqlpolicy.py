@@ -52,6 +52,7 @@ CONNECT_QUERIES = frozenset({
     "SELECT version()",
     "SELECT VERSION()",
     "SELECT timezone()",
+    "SELECT CURRENT_DATABASE()",  # Grafana's ClickHouse source; answered as the served database
 })
 
 # Output formats whose rows the proxy can count exactly (the audit records rows returned).
@@ -146,6 +147,10 @@ CATALOG_COLUMNS: dict[str, frozenset[str]] = {
                           "is_in_sampling_key", "compression_codec", "character_octet_length", "numeric_precision",
                           "numeric_precision_radix", "numeric_scale", "datetime_precision"}),
 }
+
+# Hidden catalog columns answered with a placeholder instead of their type's default,
+# where tools read meaning into emptiness (JDBC calls a table with no data_paths REMOTE).
+CATALOG_PLACEHOLDERS = {("tables", "data_paths"): "['(not shown)']"}
 
 # URL parameters: served ones, and the transport parameters clients send that the
 # proxy accepts and ignores (each query runs alone, with the proxy's limits).
@@ -317,6 +322,14 @@ def _browse_statement(tokens: list, role: UserRole, database: str) -> str | None
     if toks[0].text.upper() == "SHOW" and len(toks) == 2 and toks[1].token_type == TokenType.STRING:
         # sqlglot reads the rest of a SHOW as one command string: tokenise it as SQL
         toks = toks[:1] + [t for t in _tokens(toks[1].text) if t.token_type != TokenType.SEMICOLON]
+    fmt = ""
+    if len(toks) > 2 and toks[-2].text.upper() == "FORMAT" and _SAFE_NAME.match(toks[-1].text):
+        fmt, toks = f" FORMAT {toks[-1].text}", toks[:-2]  # what clickhouse-connect appends
+    sql = _browse_select(toks, role, database)
+    return sql + fmt if sql else None
+
+
+def _browse_select(toks: list, role: UserRole, database: str) -> str | None:
     words = [t.text.upper() for t in toks]
     if words == ["SHOW", "DATABASES"] or words == ["SHOW", "SCHEMAS"]:
         return "SELECT name FROM system.databases ORDER BY name"
@@ -370,6 +383,8 @@ def catalog_view(catalog: Catalog, view: str, role: UserRole, database: str) -> 
     for name, ctype in catalog.columns.get(view, ()):
         if name in CATALOG_COLUMNS[view]:
             cols.append(f"`{name}`")
+        elif (view, name) in CATALOG_PLACEHOLDERS:
+            cols.append(f"{CATALOG_PLACEHOLDERS[view, name]} AS `{name}`")
         else:
             cols.append(f"defaultValueOfTypeName({exp.Literal.string(ctype).sql('clickhouse')}) AS `{name}`")
     if not cols or not tables:
@@ -467,8 +482,14 @@ def _decide(sql: str, role: UserRole, database: str, limits: Limits, default_for
             node.set("this", node.this.name)  # rendered bare: what runs is the name that was checked
 
     rendered = tree.sql(dialect="clickhouse", comments=False)
+    current = list(tree.find_all(exp.CurrentDatabase))
+    for node in current:  # each query runs alone: the "current" database is the served one
+        node.replace(exp.Literal.string(database))
     if rendered in CONNECT_QUERIES:
-        return Decision(_with_limits(rendered, limits), fmt, connect=True, tables=())
+        return Decision(_with_limits(tree.sql(dialect="clickhouse", comments=False), limits), fmt, connect=True,
+                        tables=())
+    if current:
+        nodes = list(tree.walk())
 
     allowed = ROLE_TABLES.get(role, {})
     cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
