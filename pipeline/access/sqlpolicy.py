@@ -296,12 +296,13 @@ def _first_word_refusal(tokens: list) -> None:
                             "SHOW DATABASES, SHOW TABLES, DESCRIBE TABLE for browsing)")
 
 
-def parse_one(sql: str) -> exp.Expression:
+def parse_one(sql: str, tokens: list | None = None) -> exp.Expression:
     """R-PARSE, R-ONE: exactly one statement that sqlglot's ClickHouse dialect parses."""
-    tokens = _tokens(sql)
+    tokens = _tokens(sql) if tokens is None else tokens
     _first_word_refusal(tokens)
     try:
-        statements = [s for s in sqlglot.parse(sql, read="clickhouse") if s is not None]
+        parser = sqlglot.Dialect.get_or_raise("clickhouse").parser()
+        statements = [s for s in parser.parse(tokens, sql) if s is not None]
     except RecursionError:
         raise PolicyRefused("R-DEPTH", "the query is nested too deeply to check", code=167, status=400) from None
     except SqlglotError as exc:
@@ -461,7 +462,7 @@ def _decide(sql: str, role: UserRole, database: str, limits: Limits, default_for
     browse_sql = _browse_statement(tokens, role, database)
     if browse_sql is not None:
         return _decide(browse_sql, role, database, limits, default_format, {}, catalog)
-    tree = _bind(parse_one(sql), params)
+    tree = _bind(parse_one(sql, tokens), params)
     fmt_node = tree.args.get("format")
     fmt = output_format(fmt_node.name if fmt_node is not None else default_format)
     tree.set("format", None)
@@ -481,7 +482,9 @@ def _decide(sql: str, role: UserRole, database: str, limits: Limits, default_for
             _normalise_identifier(node.this)
             node.set("this", node.this.name)  # rendered bare: what runs is the name that was checked
 
-    rendered = tree.sql(dialect="clickhouse", comments=False)
+    # only a query with no table, or on system.settings, can be one of the client's connection checks
+    maybe_connect = all(t.db == "system" and t.name == "settings" for t in tree.find_all(exp.Table))
+    rendered = tree.sql(dialect="clickhouse", comments=False) if maybe_connect else ""
     current = list(tree.find_all(exp.CurrentDatabase))
     for node in current:  # each query runs alone: the "current" database is the served one
         node.replace(exp.Literal.string(database))
