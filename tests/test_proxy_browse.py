@@ -129,3 +129,16 @@ def test_browsing_is_audited_and_mixing_it_with_data_needs_a_case(env) -> None:
         client(env).query("SELECT r.plate FROM reads AS r JOIN system.tables AS t ON t.name = r.plate")
     assert client(env, **CASE).query(
         "SELECT count() FROM reads AS r JOIN system.tables AS t ON t.name = r.plate").result_rows == [(0,)]
+
+
+def test_reference_matches_what_the_proxy_describes(env) -> None:
+    """docs/analyst-tables.md lists exactly the columns, in order and with types, that DESCRIBE answers."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "docs" / "analyst-tables.md").read_text()
+    for table, who in (("reads", "supervisor"), ("alerts", "analyst"), ("audit_log", "auditor")):
+        section = doc.split(f"## {table}:")[1].split("\n## ")[0]
+        listed = re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", section, flags=re.M)
+        described = [(r[0], r[1]) for r in client(env, who).query(f"DESCRIBE TABLE {table}").result_rows]
+        assert listed == described, table
