@@ -102,3 +102,31 @@ def test_url_parameters_are_allow_listed() -> None:
     for key in ("max_result_rows", "readonly", "max_execution_time", "use_query_cache", "sql_case", "profile"):
         with pytest.raises(PolicyRefused, match="R-SETTINGS"):
             decide("SELECT plate FROM reads", UserRole.ANALYST, "alpr", LIMITS, None, {**ok, key: "0"})
+
+
+@pytest.mark.parametrize("rendered, rule", [
+    ("SELECT plate, file ('/etc/passwd') FROM alpr.reads", "R-FUNCTIONS"),  # FILE is a keyword token in sqlglot
+    ("SELECT plate, \"dictGet\"('d', 'a', 1) FROM alpr.reads", "R-FUNCTIONS"),
+    ("SELECT plate, JSONExtractRaw(plate, 'a') FROM alpr.reads", "R-FUNCTIONS"),
+    ("SELECT plate FROM alpr.reads; DROP TABLE alpr.reads", "R-ONE"),
+    ("SELECT plate FROM alpr.reads SETTINGS readonly = 0", "R-SETTINGS"),
+    ("SELECT plate FROM alpr.reads INTO OUTFILE 'x'", "R-SETTINGS"),
+])
+def test_the_rendered_text_is_checked_as_the_engine_reads_it(rendered, rule) -> None:
+    """Defence against the two parsers disagreeing: the text that runs is scanned too."""
+    from alpr.access.sqlpolicy import _check_rendered
+
+    with pytest.raises(PolicyRefused) as err:
+        _check_rendered(rendered)
+    assert err.value.rule == rule
+    _check_rendered("SELECT lower(plate), CAST(x AS Nullable(Int32)), quantile(0.5)(c), format('{}', plate), "
+                    "count(*) FROM alpr.reads WHERE plate IN ('a') AND EXISTS (SELECT 1 FROM alpr.alerts)")
+
+
+def test_operators_sqlglot_renders_as_calls_are_checked_and_unreadable_trees_refused() -> None:
+    with pytest.raises(PolicyRefused, match="R-FUNCTIONS"):  # `->` renders as JSONExtractRaw(...)
+        decide("SELECT plate->'$.a' FROM reads", UserRole.ANALYST, "alpr", LIMITS)
+    with pytest.raises(PolicyRefused, match="R-PARSE"):  # a placeholder where a table name goes
+        decide("SELECT * FROM reads, x?y(1)", UserRole.ANALYST, "alpr", LIMITS)
+    with pytest.raises(PolicyRefused, match="R-COLUMNS"):
+        decide("SELECT _part, plate FROM reads", UserRole.SUPERVISOR, "alpr", LIMITS)

@@ -28,9 +28,11 @@ from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
 from alpr.core.errors import Refused
+from alpr.core.logs import get_log
 from alpr.schemas.models import UserRole
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # its "falling back to Command" warnings are decided here
+log = get_log(__name__)
 
 # Tables each role may read, and the columns it may not. Nobody reads holds,
 # held_reads, users, schema_migrations or dictionaries through the proxy.
@@ -453,6 +455,12 @@ def decide(sql: str, role: UserRole, database: str, limits: Limits, default_form
         return _decide(sql, role, database, limits, default_format, params or {}, catalog)
     except RecursionError:
         raise PolicyRefused("R-DEPTH", "the query is nested too deeply to check", code=167, status=400) from None
+    except (SqlglotError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        # sqlglot built a tree the checks cannot read (seen: a `?` placeholder where a table name goes):
+        # what cannot be checked does not run
+        log.warning("sqlpolicy.unreadable_tree", error=type(exc).__name__, detail=str(exc)[:200])
+        raise PolicyRefused("R-PARSE", f"the query could not be checked ({type(exc).__name__}); write it plainly",
+                            code=62, status=400) from None
 
 
 def _decide(sql: str, role: UserRole, database: str, limits: Limits, default_format: str | None,
@@ -525,6 +533,9 @@ def _decide(sql: str, role: UserRole, database: str, limits: Limits, default_for
             raise PolicyRefused("R-TABLES", "IN <table> is not allowed; write IN (SELECT ... FROM <table>)")
         elif isinstance(node, exp.Func):
             _check_function(node)
+        elif isinstance(node, exp.Column) and node.name.startswith("_"):
+            raise PolicyRefused("R-COLUMNS", f"virtual column {node.name[:64]} is not served (_part, _path and the "
+                                "like describe the server's storage, not the reads)")
         elif isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
             raise PolicyRefused("R-FUNCTIONS", "qualified function names (db.function) are not allowed")
     if not tables and not views:
@@ -532,14 +543,49 @@ def _decide(sql: str, role: UserRole, database: str, limits: Limits, default_for
                             "than the client's connection checks are not served)")
 
     _check_columns(tree, allowed, denied_columns, role)
+    if views:
+        _check_rendered(tree.sql(dialect="clickhouse", comments=False))  # before the stand-ins' own SQL goes in
     for node in views:  # after every check: the stand-in's own SQL is the proxy's, not the caller's
         alias = node.alias or node.name
         node.replace(exp.Subquery(this=catalog_view(catalog, node.name, role, database),
                                   alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True))))
     # the last use of the tree: rendered in place (sqlglot would copy it first, a third of the time here)
     sql_out = sqlglot.Dialect.get_or_raise("clickhouse").generate(tree, copy=False, comments=False)
+    if not views:
+        _check_rendered(sql_out)
     return Decision(_with_limits(sql_out, limits), fmt, connect=False,
                     tables=tuple(dict.fromkeys(tables + [f"system.{v.name}" for v in views])), browse=not tables)
+
+
+_TYPE_TOKENS = frozenset(sqlglot.Dialect.get_or_raise("clickhouse").parser_class.TYPE_TOKENS)
+_SYNTAX_WORDS = frozenset("""IN EXISTS CAST EXTRACT TRIM OVER USING AS INTERVAL AND OR NOT ON FROM JOIN SELECT WHERE
+    HAVING BY THEN ELSE WHEN CASE IS LIKE ILIKE BETWEEN ALL ANY DISTINCT UNION EXCEPT INTERSECT LIMIT OFFSET WITH
+    GLOBAL PREWHERE FILTER WINDOW QUALIFY DATE_ADD DATE_SUB""".split())
+
+
+def _check_rendered(sql: str) -> None:
+    """R-FUNCTIONS, R-ONE, R-SETTINGS on the text that will run, read the way ClickHouse reads it.
+
+    The checks above walk sqlglot's tree; ClickHouse parses the rendered text. Where
+    the two parsers disagree (a column rendered right before a bracket reads as a
+    call), the text could call what the tree never held: every word followed by a
+    bracket must be an allowed function, a type or SQL syntax; no statement
+    separator, SETTINGS, FORMAT or OUTFILE may appear outside strings.
+    """
+    tokens = sqlglot.Dialect.get_or_raise("clickhouse").tokenize(sql)
+    for tok, nxt in zip(tokens, tokens[1:] + [None]):
+        word = tok.text
+        if tok.token_type == TokenType.SEMICOLON:
+            raise PolicyRefused("R-ONE", "the checked query renders as more than one statement", code=62, status=400)
+        if tok.token_type in (TokenType.STRING, TokenType.NUMBER) or not _SAFE_NAME.match(word):
+            continue
+        if nxt is not None and nxt.token_type == TokenType.L_PAREN:
+            if tok.token_type in _TYPE_TOKENS or word.upper() in _SYNTAX_WORDS or function_allowed(word):
+                continue
+            raise PolicyRefused("R-FUNCTIONS", f"function {word[:64]} is not on the proxy's allow-list (as the "
+                                "engine would read the checked query)")
+        if tok.token_type in (TokenType.SETTINGS, TokenType.FORMAT) or word.upper() == "OUTFILE":
+            raise PolicyRefused("R-SETTINGS", f"{word.upper()} may not appear in the checked query")
 
 
 def _normalise_identifier(ident: exp.Identifier) -> None:
