@@ -187,3 +187,16 @@ def test_an_internal_error_is_audited_and_answered_with_an_incident_id(env, monk
     assert status == 500 and b"incident" in body and b"7ABC123" not in body and b"simulated" not in body
     [ev] = [e for e in audit_since(env, since) if e.actor == env["names"]["analyst"]]
     assert ev.outcome.value == "FAILED" and ev.details["rule"] == "R-INTERNAL" and "incident" in ev.reason
+
+
+def test_other_clickhouse_handlers_refused_after_login_and_audited(env) -> None:
+    since = datetime.now(timezone.utc)
+    client = Http(env, "analyst")
+    for path in ("/play", "/replicas_status", "/dashboard"):
+        client.conn.request("GET", path, headers={"Authorization": client.auth})
+        resp = client.conn.getresponse()
+        assert resp.status == 404 and b"[rule R-PATH]" in resp.read()
+    refused = [e for e in audit_since(env, since) if e.actor == env["names"]["analyst"]]
+    assert [e.details["rule"] for e in refused] == ["R-PATH"] * 3
+    client.conn.request("GET", "/ping")
+    assert client.conn.getresponse().read() == b"Ok.\n"  # the health probe needs no login

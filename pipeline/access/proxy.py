@@ -211,8 +211,6 @@ class ProxyService:
         url = urlsplit(path)
         if url.path == "/ping" and method in ("GET", "HEAD"):
             return 200, {"Content-Type": "text/plain"}, b"Ok.\n"
-        if url.path != "/":
-            return self._error(ProxyError(404, 1000, "UNKNOWN", f"no handler for {url.path[:100]}"))
         params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         query_id = params.get("query_id") or uuid.uuid4().hex
         details = {"client": client, "query_id": query_id[:64]}
@@ -223,6 +221,11 @@ class ProxyService:
             return self._error(exc)
         sql = "\n".join(p for p in (params.get("query", ""), body.decode("utf-8", "replace")) if p)
         case, purpose = params.get("SQL_case"), params.get("SQL_purpose")
+        if url.path != "/":  # R-PATH: ClickHouse's other handlers (/play, /replicas_status, ...) are not served
+            reason = f"no handler for {url.path[:100]}: queries go to / [rule R-PATH]"
+            self._audit_quietly(user, "QUERY", "REFUSED", case, purpose, f"{method} {url.path[:200]}", reason, None,
+                                {**details, "rule": "R-PATH"})
+            return self._error(ProxyError(404, 1000, "UNKNOWN", reason))
         try:
             return self._query(user, params, headers, body_length, sql, case, purpose, details, query_id)
         except AuditUnavailable as exc:
@@ -348,6 +351,7 @@ def _engine_error(message: str) -> tuple[int, str]:
 def _handler_for(service: ProxyService) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: clients pool connections
+        timeout = 120  # seconds a connection may sit idle or trickle a request before its thread is freed
         disable_nagle_algorithm = True  # headers and body go in separate writes: without this, +40 ms (delayed ACK)
         server_version = "alpr-proxy"
 
