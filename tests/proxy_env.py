@@ -14,6 +14,7 @@ from alpr.core.migrations import migrate
 from alpr.core.settings import load_settings
 from alpr.core.store import EmbeddedStore
 from alpr.schemas import Codec
+
 from tests.people import PASSWORD, publish_user
 
 CASE = {"SQL_case": "24-0107", "SQL_purpose": "stolen vehicle investigation"}

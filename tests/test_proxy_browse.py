@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 
 import clickhouse_connect
 import pytest
+from alpr.audit.trail import read_events
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from alpr.audit.trail import read_events
 from tests import proxy_env
 from tests.people import PASSWORD
 from tests.proxy_env import CASE
@@ -71,7 +71,7 @@ def test_show_and_describe_answer_what_the_role_may_query(env) -> None:
     names = [r[0] for r in described.result_rows]
     assert "read_at" in names and "captured_at" in names and "plate" in names
     assert "crop_jpeg" not in names  # withheld from analysts, so not shown either
-    assert dict((r[0], r[1]) for r in described.result_rows)["read_at"] == "DateTime64(6, 'UTC')"
+    assert {r[0]: r[1] for r in described.result_rows}["read_at"] == "DateTime64(6, 'UTC')"
     assert "crop_jpeg" in columns(env, "supervisor", "reads")
     assert client(env, "auditor").query("SHOW TABLES").result_rows == [("audit_log",)]
     assert client(env, "admin").query("SHOW TABLES").result_rows == []
@@ -139,6 +139,6 @@ def test_reference_matches_what_the_proxy_describes(env) -> None:
     doc = (Path(__file__).parent.parent / "docs" / "analyst-tables.md").read_text()
     for table, who in (("reads", "supervisor"), ("alerts", "analyst"), ("audit_log", "auditor")):
         section = doc.split(f"## {table}:")[1].split("\n## ")[0]
-        listed = re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", section, flags=re.M)
+        listed = re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", section, flags=re.MULTILINE)
         described = [(r[0], r[1]) for r in client(env, who).query(f"DESCRIBE TABLE {table}").result_rows]
         assert listed == described, table

@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-
 from alpr.access.proxy import count_rows
 from alpr.audit.trail import read_events
+
 from tests import proxy_env
 from tests.proxy_env import CASE, Http
 

@@ -4,9 +4,15 @@ catalogue, the queries analysts write that must pass, and names that must never 
 from __future__ import annotations
 
 import pytest
-
-from alpr.access.sqlpolicy import (ALLOWED_FUNCTIONS, CASE_INSENSITIVE, PARSER_DATE_FORMS, Limits, PolicyRefused,
-                                   decide, function_allowed)
+from alpr.access.sqlpolicy import (
+    ALLOWED_FUNCTIONS,
+    CASE_INSENSITIVE,
+    PARSER_DATE_FORMS,
+    Limits,
+    PolicyRefused,
+    decide,
+    function_allowed,
+)
 from alpr.schemas.models import UserRole
 
 LIMITS = Limits(1000, 1 << 20, 10)
@@ -43,18 +49,18 @@ def test_function_names_decided_as_clickhouse_resolves_them(name, ok) -> None:
     "SELECT plate FROM reads WHERE plate LIKE '7AB%' AND captured_at >= now() - INTERVAL 30 DAY",
     "SELECT plate FROM reads WHERE match(plate, '^7AB.12') AND lower(camera_id) = 'cam-1'",
     "SELECT toStartOfHour(captured_at) AS h, count() AS n FROM reads GROUP BY h ORDER BY h",
-    "SELECT camera_id, uniqExact(plate), countIf(confidence > 0.9), quantile(0.5)(confidence) FROM reads "
-    "GROUP BY camera_id",
+    ("SELECT camera_id, uniqExact(plate), countIf(confidence > 0.9), quantile(0.5)(confidence) FROM reads "
+    "GROUP BY camera_id"),
     "SELECT plate, geoDistance(lon, lat, -121.49, 38.58) AS metres FROM reads WHERE metres < 5000",
     "SELECT plate, greatCircleDistance(lon, lat, -121.49, 38.58) FROM reads",
     "SELECT plate, levenshteinDistance(plate, '7ABC12') AS d FROM reads WHERE d <= 1",
     "SELECT r.plate, a.reason FROM reads AS r JOIN alerts AS a ON r.read_id = a.read_id",
-    "WITH recent AS (SELECT plate, captured_at FROM reads WHERE captured_at > now() - INTERVAL 1 DAY) "
-    "SELECT plate, count() FROM recent GROUP BY plate",
+    ("WITH recent AS (SELECT plate, captured_at FROM reads WHERE captured_at > now() - INTERVAL 1 DAY) "
+    "SELECT plate, count() FROM recent GROUP BY plate"),
     "SELECT plate, row_number() OVER (PARTITION BY plate ORDER BY captured_at) FROM reads",
     "SELECT plate, dateDiff('minute', captured_at, read_at), formatDateTime(captured_at, '%F %T') FROM reads",
-    "SELECT plate, if(confidence > 0.9, 'high', 'low'), multiIf(confidence > 0.9, 'a', confidence > 0.5, 'b', 'c') "
-    "FROM reads",
+    ("SELECT plate, if(confidence > 0.9, 'high', 'low'), multiIf(confidence > 0.9, 'a', confidence > 0.5, 'b', 'c') "
+    "FROM reads"),
     "SELECT plate, toDate(captured_at), toYYYYMM(captured_at), toDayOfWeek(captured_at) FROM reads",
     "SELECT plate, arrayMap(x -> round(x, 2), char_confidences) FROM reads",
     "SELECT plate, CAST(confidence AS String), confidence::Float64 FROM reads",

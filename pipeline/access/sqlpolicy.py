@@ -660,7 +660,7 @@ def function_allowed(name: str) -> bool:
 
 def _called_name(node: exp.Func) -> str | None:
     """The name ClickHouse will resolve for this call, as it will be rendered; None for SQL syntax."""
-    if isinstance(node, _SYNTAX) or isinstance(node, (exp.Connector, exp.Binary, exp.Unary, exp.Predicate)):
+    if isinstance(node, (*_SYNTAX, exp.Connector, exp.Binary, exp.Unary, exp.Predicate)):
         return None  # AND/OR/XOR and operators: their operands are checked on their own
     if isinstance(node, exp.Anonymous):
         return node.this if isinstance(node.this, str) else ""
