@@ -343,3 +343,11 @@ def test_not_loopback_without_tls_refused(env) -> None:
     exposed = env["settings"].model_copy(update={"bind_host": "0.0.0.0"})
     with pytest.raises(ConfigError, match="TLS"):
         ProxyService(exposed, env["store"], env["codec"], port=0)
+
+
+def test_except_names_are_matched_as_clickhouse_matches_them(env) -> None:
+    """ClickHouse ignores an EXCEPT name that matches no column: `* EXCEPT (CROP_JPEG)` kept the image."""
+    status, body = post(env, "SELECT * EXCEPT (CROP_JPEG) FROM reads", CASE)
+    assert status == 403 and b"R-COLUMNS" in body and b"JPEG1" not in body
+    status, body = post(env, "SELECT * EXCEPT (crop_jpeg) FROM reads ORDER BY read_id", CASE)
+    assert status == 200 and b"7ABC123" in body and b"JPEG1" not in body

@@ -700,7 +700,10 @@ def _check_columns(tree: exp.Expression, allowed: dict[str, frozenset[str]], den
         select = star.find_ancestor(exp.Select)
         sources = _direct_tables(select) if select is not None else []
         hidden = set().union(*(allowed.get(t, frozenset()) for t in sources)) if sources else set()
-        excepted = {c.name.lower() for c in (star.args.get("except_") or star.args.get("except") or [])}
+        # exact names: ClickHouse matches EXCEPT columns case-sensitively and silently ignores a name that
+        # matches nothing, so `* EXCEPT (CROP_JPEG)` returned crop_jpeg (measured)
+        excepted = {c.name for c in (star.args.get("except_") or star.args.get("except") or [])
+                    if isinstance(c, exp.Column)}
         missing = hidden - excepted
         if missing:
             cols = ", ".join(sorted(missing))
