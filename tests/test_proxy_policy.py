@@ -8,6 +8,7 @@ from alpr.access.sqlpolicy import (
     ALLOWED_FUNCTIONS,
     CASE_INSENSITIVE,
     PARSER_DATE_FORMS,
+    ROLE_FUNCTIONS,
     Limits,
     PolicyRefused,
     decide,
@@ -22,9 +23,10 @@ def test_allow_list_matches_the_engines_functions_and_their_case_rules(store) ->
     """Every allowed name is a function this ClickHouse knows by that exact spelling, and names
     are matched case-insensitively exactly where ClickHouse registers them so."""
     known = {r["name"]: r for r in store.rows("SELECT name, case_insensitive FROM system.functions")}
-    missing = sorted(n for n in ALLOWED_FUNCTIONS if n not in known)
+    every = ALLOWED_FUNCTIONS.union(*ROLE_FUNCTIONS.values())
+    missing = sorted(n for n in every if n not in known)
     assert not missing, f"not functions of this engine: {missing}"
-    assert {n for n in ALLOWED_FUNCTIONS if known[n]["case_insensitive"]} == set(CASE_INSENSITIVE)
+    assert {n for n in every if known[n]["case_insensitive"]} == set(CASE_INSENSITIVE)
     assert CASE_INSENSITIVE <= ALLOWED_FUNCTIONS
     assert all(function_allowed(form) for form in PARSER_DATE_FORMS)  # DATE_ADD(DAY, 1, ts): parser syntax
 
@@ -136,3 +138,10 @@ def test_operators_sqlglot_renders_as_calls_are_checked_and_unreadable_trees_ref
         decide("SELECT * FROM reads, x?y(1)", UserRole.ANALYST, "alpr", LIMITS)
     with pytest.raises(PolicyRefused, match="R-COLUMNS"):
         decide("SELECT _part, plate FROM reads", UserRole.SUPERVISOR, "alpr", LIMITS)
+
+
+def test_functions_are_allowed_per_role() -> None:
+    sql = "SELECT actor, mapKeys(details) FROM audit_log WHERE details['rule'] = 'R-COLUMNS'"
+    assert decide(sql, UserRole.AUDITOR, "alpr", LIMITS).tables == ("audit_log",)
+    with pytest.raises(PolicyRefused, match="R-FUNCTIONS"):
+        decide("SELECT plate, mapKeys(map('a', plate)) FROM reads", UserRole.ANALYST, "alpr", LIMITS)

@@ -115,6 +115,13 @@ _FUNCTION_GROUPS: dict[str, str] = {
         arrayConcat arrayFirst arrayLast arrayJoin arrayEnumerate tuple tupleElement map""",
 }
 ALLOWED_FUNCTIONS: frozenset[str] = frozenset(n for group in _FUNCTION_GROUPS.values() for n in group.split())
+# Per role: auditors also read the audit events' details map; administrators read no data.
+ROLE_FUNCTIONS: dict[UserRole, frozenset[str]] = {
+    UserRole.ANALYST: ALLOWED_FUNCTIONS,
+    UserRole.SUPERVISOR: ALLOWED_FUNCTIONS,
+    UserRole.AUDITOR: ALLOWED_FUNCTIONS | {"mapKeys", "mapValues", "mapContains"},
+    UserRole.ADMINISTRATOR: ALLOWED_FUNCTIONS,  # for browsing; the role has no tables
+}
 # The allowed names ClickHouse registers case-insensitively (system.functions.case_insensitive),
 # and the date-arithmetic forms its parser rewrites (DATE_ADD and kin, always case-insensitive).
 CASE_INSENSITIVE: frozenset[str] = frozenset("""
@@ -505,6 +512,7 @@ def _decide(sql: str, role: UserRole, database: str, limits: Limits, default_for
         nodes = list(tree.walk())
 
     allowed = ROLE_TABLES.get(role, {})
+    functions = ROLE_FUNCTIONS.get(role, frozenset())
     cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     tables: list[str] = []
     views: list[exp.Table] = []
@@ -532,7 +540,7 @@ def _decide(sql: str, role: UserRole, database: str, limits: Limits, default_for
                 and not isinstance(node.args["field"], exp.Cast):  # a bound array parameter is a value
             raise PolicyRefused("R-TABLES", "IN <table> is not allowed; write IN (SELECT ... FROM <table>)")
         elif isinstance(node, exp.Func):
-            _check_function(node)
+            _check_function(node, functions)
         elif isinstance(node, exp.Column) and node.name.startswith("_"):
             raise PolicyRefused("R-COLUMNS", f"virtual column {node.name[:64]} is not served (_part, _path and the "
                                 "like describe the server's storage, not the reads)")
@@ -544,7 +552,7 @@ def _decide(sql: str, role: UserRole, database: str, limits: Limits, default_for
 
     _check_columns(tree, allowed, denied_columns, role)
     if views:
-        _check_rendered(tree.sql(dialect="clickhouse", comments=False))  # before the stand-ins' own SQL goes in
+        _check_rendered(tree.sql(dialect="clickhouse", comments=False), functions)  # before the stand-ins' SQL
     for node in views:  # after every check: the stand-in's own SQL is the proxy's, not the caller's
         alias = node.alias or node.name
         node.replace(exp.Subquery(this=catalog_view(catalog, node.name, role, database),
@@ -552,7 +560,7 @@ def _decide(sql: str, role: UserRole, database: str, limits: Limits, default_for
     # the last use of the tree: rendered in place (sqlglot would copy it first, a third of the time here)
     sql_out = sqlglot.Dialect.get_or_raise("clickhouse").generate(tree, copy=False, comments=False)
     if not views:
-        _check_rendered(sql_out)
+        _check_rendered(sql_out, functions)
     return Decision(_with_limits(sql_out, limits), fmt, connect=False,
                     tables=tuple(dict.fromkeys(tables + [f"system.{v.name}" for v in views])), browse=not tables)
 
@@ -563,7 +571,7 @@ _SYNTAX_WORDS = frozenset("""IN EXISTS CAST EXTRACT TRIM OVER USING AS INTERVAL 
     GLOBAL PREWHERE FILTER WINDOW QUALIFY DATE_ADD DATE_SUB""".split())
 
 
-def _check_rendered(sql: str) -> None:
+def _check_rendered(sql: str, allowed: frozenset[str] = ALLOWED_FUNCTIONS) -> None:
     """R-FUNCTIONS, R-ONE, R-SETTINGS on the text that will run, read the way ClickHouse reads it.
 
     The checks above walk sqlglot's tree; ClickHouse parses the rendered text. Where
@@ -580,7 +588,7 @@ def _check_rendered(sql: str) -> None:
         if tok.token_type in (TokenType.STRING, TokenType.NUMBER) or not _SAFE_NAME.match(word):
             continue
         if nxt is not None and nxt.token_type == TokenType.L_PAREN:
-            if tok.token_type in _TYPE_TOKENS or word.upper() in _SYNTAX_WORDS or function_allowed(word):
+            if tok.token_type in _TYPE_TOKENS or word.upper() in _SYNTAX_WORDS or function_allowed(word, allowed):
                 continue
             raise PolicyRefused("R-FUNCTIONS", f"function {word[:64]} is not on the proxy's allow-list (as the "
                                 "engine would read the checked query)")
@@ -644,16 +652,16 @@ def _cte_in_scope(node: exp.Expression, name: str) -> bool:
     return False
 
 
-def function_allowed(name: str) -> bool:
+def function_allowed(name: str, allowed: frozenset[str] = ALLOWED_FUNCTIONS) -> bool:
     """R-FUNCTIONS: the canonical spelling, or any spelling of a name ClickHouse resolves case-insensitively."""
-    if name in ALLOWED_FUNCTIONS or name.lower() in _CI_LOWER:
+    if name in allowed or name.lower() in _CI_LOWER:
         return True
     for suffix in COMBINATORS:  # sumIf, uniqExactIf, countDistinct, groupArrayIf ...
         if name.endswith(suffix) and len(name) > len(suffix):
             base = name[: -len(suffix)]
             if base in AGGREGATES or (base.lower() in _CI_LOWER and base.lower() in {a.lower() for a in AGGREGATES}):
                 return True
-            if function_allowed(base) and any(base.endswith(s) for s in COMBINATORS):
+            if function_allowed(base, allowed) and any(base.endswith(s) for s in COMBINATORS):
                 return True
     return False
 
@@ -672,12 +680,12 @@ def _called_name(node: exp.Func) -> str | None:
     return m.group(1) if m else ""
 
 
-def _check_function(node: exp.Func) -> None:
-    """R-FUNCTIONS: only functions on the allow-list, decided on the normalised name."""
+def _check_function(node: exp.Func, allowed: frozenset[str]) -> None:
+    """R-FUNCTIONS: only functions on the role's allow-list, decided on the normalised name."""
     name = _called_name(node)
     if name is None:
         return
-    if not name or not _SAFE_NAME.match(name) or not function_allowed(name):
+    if not name or not _SAFE_NAME.match(name) or not function_allowed(name, allowed):
         shown = name or type(node).__name__
         raise PolicyRefused("R-FUNCTIONS", f"function {shown[:64]} is not on the proxy's allow-list (string, date, "
                             "arithmetic, aggregate, conditional, geo and array functions; see docs/access-rules.md)")
