@@ -200,3 +200,21 @@ def test_other_clickhouse_handlers_refused_after_login_and_audited(env) -> None:
     assert [e.details["rule"] for e in refused] == ["R-PATH"] * 3
     client.conn.request("GET", "/ping")
     assert client.conn.getresponse().read() == b"Ok.\n"  # the health probe needs no login
+
+
+@pytest.mark.parametrize("setting", [{"max_result_rows": "0"}, {"readonly": "0"}, {"max_execution_time": "0"},
+                                     {"use_query_cache": "1"}, {"allow_ddl": "1"}, {"max_memory_usage": "0"}])
+def test_settings_a_client_library_sends_are_refused_by_the_proxy_and_audited(env, setting) -> None:
+    """The connect answer reports settings as changeable, so clickhouse-connect sends them and the
+    proxy refuses them with an audit event, instead of the client refusing where nobody sees it."""
+    import clickhouse_connect
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    from tests.people import PASSWORD
+
+    since = datetime.now(timezone.utc)
+    with pytest.raises(DatabaseError, match="R-SETTINGS"):
+        clickhouse_connect.get_client(host="127.0.0.1", port=env["proxy"].port, username=env["names"]["analyst"],
+                                      password=PASSWORD, settings={**CASE, **setting}).query("SELECT plate FROM reads")
+    refused = [e for e in audit_since(env, since) if e.actor == env["names"]["analyst"] and e.outcome.value == "REFUSED"]
+    assert refused and all(e.details["rule"] == "R-SETTINGS" for e in refused)

@@ -46,6 +46,7 @@ ROLE_TABLES: dict[UserRole, dict[str, frozenset[str]]] = {
 # What clickhouse-connect sends when it connects (ENGINEERING-NOTES), compared as
 # parsed and re-rendered SQL: these, and only these, may run without a case
 # number and read server facts (version, time zone, the settings list).
+SETTINGS_QUERY = "SELECT name, value, readonly FROM system.settings LIMIT 10000"
 CONNECT_QUERIES = frozenset({
     "SELECT VERSION(), timezone()",
     "SELECT name, value, readonly FROM system.settings LIMIT 10000",
@@ -170,6 +171,8 @@ IGNORED_PARAMS = frozenset({
     "date_time_input_format",  # clickhouse-connect sends it; the proxy takes no input
     "compress", "decompress", "enable_http_compression", "http_zlib_compression_level",  # answers are uncompressed
     "output_format_arrow_string_as_string", "extremes", "client_protocol_version",
+    # what clickhouse-connect adds by itself when the server reports them changeable (answers are decoded as sent)
+    "cast_string_to_dynamic_use_inference", "cancel_http_readonly_queries_on_client_close",
 })
 
 MAX_QUERY_CHARS = 100_000   # a query text, not data
@@ -506,8 +509,16 @@ def _decide(sql: str, role: UserRole, database: str, limits: Limits, default_for
     for node in current:  # each query runs alone: the "current" database is the served one
         node.replace(exp.Literal.string(database))
     if rendered in CONNECT_QUERIES:
-        return Decision(_with_limits(tree.sql(dialect="clickhouse", comments=False), limits), fmt, connect=True,
-                        tables=())
+        run = tree.sql(dialect="clickhouse", comments=False)
+        if rendered == SETTINGS_QUERY:
+            # Report every setting as changeable: a client then sends the setting it was asked to,
+            # and the proxy refuses it (R-SETTINGS) with an audit event, instead of the client
+            # refusing on its own where nobody sees it.
+            run = "SELECT name, value, toUInt8(0) AS readonly FROM system.settings LIMIT 10000"
+        # the settings list is about 2,000 rows: a proxy configured for small results must still let clients connect
+        own = Limits(max(limits.max_result_rows, 10_000), max(limits.max_result_bytes, 16 << 20),
+                     limits.max_execution_seconds, limits.max_memory_bytes)
+        return Decision(_with_limits(run, own), fmt, connect=True, tables=())
     if current:
         nodes = list(tree.walk())
 
