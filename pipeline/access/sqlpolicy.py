@@ -288,6 +288,10 @@ def _tokens(sql: str) -> list:
             depth -= 1
     if deepest > MAX_NESTING:
         raise PolicyRefused("R-DEPTH", f"brackets nested {deepest} deep; at most {MAX_NESTING}", code=167, status=400)
+    if any(";" in comment for tok in tokens for comment in tok.comments or ()):
+        # never run (comments are dropped), but a statement hidden in a comment is an attack, not a note
+        raise PolicyRefused("R-ONE", "a comment holds a ';' (a second statement hidden in a comment?); remove it",
+                            code=62, status=400)
     return tokens
 
 
