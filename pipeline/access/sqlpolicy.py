@@ -178,6 +178,7 @@ IGNORED_PARAMS = frozenset({
 MAX_QUERY_CHARS = 100_000   # a query text, not data
 MAX_NESTING = 32            # brackets deep; sqlglot's recursive parser fails near 50
 MAX_NODES = 20_000          # syntax-tree nodes after parsing
+MAX_TABLE_SOURCES = 8       # table references in one query (there are two tables an analyst may read)
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PRINTABLE_NAME = re.compile(r"^[\x20-\x7e]+$")
 _CALL = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*\(")
@@ -561,6 +562,9 @@ def _decide(sql: str, role: UserRole, database: str, limits: Limits, default_for
                                 "like describe the server's storage, not the reads)")
         elif isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
             raise PolicyRefused("R-FUNCTIONS", "qualified function names (db.function) are not allowed")
+    if len(tables) + len(views) > MAX_TABLE_SOURCES:
+        raise PolicyRefused("R-LIMITS", f"the query reads {len(tables) + len(views)} tables; at most "
+                            f"{MAX_TABLE_SOURCES} (a cross join of many tables is a way to keep the engine busy)")
     if not tables and not views:
         raise PolicyRefused("R-TABLES", "the query reads no table this role may read (constant queries other "
                             "than the client's connection checks are not served)")
