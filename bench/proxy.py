@@ -1,10 +1,13 @@
 """Proxy overhead against the store directly, and queries per second with the audit on.
 
 Starts a dev broker, an embedded store with 100,000 reads and the proxy in this
-process; times (a) a one-row lookup and (b) a 100,000-row result, each straight
-through `Store.query_bytes` and through the proxy over HTTP (keep-alive, Native
-format, what clickhouse-connect asks for); then (c) one-row lookups from several
-client threads for a few seconds. Every proxied query writes and waits for its
+process; times the cost of isolation (a one-row lookup on a fresh chDB connection,
+as the proxy runs every query, against the shared session), then (a) a one-row
+lookup and (b) a 100,000-row result, each straight through `Store.query_bytes` on
+the shared session and through the proxy over HTTP (keep-alive, Native format,
+what clickhouse-connect asks for), so the overhead includes isolation, parsing,
+policy and the audit; then (c) one-row lookups from several client threads for a
+few seconds. Every proxied query writes and waits for its
 audit event. Usage: .venv/bin/python bench/proxy.py [--seconds 5] [--threads 4]
 """
 
@@ -95,12 +98,16 @@ def main() -> None:
         pub.flush()
         proxy = ProxyService(settings, store, codec, writer="bench-proxy").start()
         limits = Limits(settings.proxy_max_result_rows, settings.proxy_max_result_bytes,
-                        settings.proxy_max_execution_seconds)
+                        settings.proxy_max_execution_seconds, settings.proxy_max_memory_bytes)
         one_direct = decide(ONE, UserRole.ANALYST, "alpr", limits).sql
         many_direct = decide(MANY, UserRole.ANALYST, "alpr", limits).sql
         client = Http(proxy.port, "bench")
         client.query(ONE)  # warm: password verified once, then cached
         print(f"# {datetime.now(timezone.utc):%Y-%m-%d}, {args}")
+        iso = timed(lambda: store.query_isolated(one_direct, "Native"), args.n_one)
+        shared = timed(lambda: store.query_bytes(one_direct, "Native"), args.n_one)
+        print(f"{'isolation':<20} one-row lookup on its own connection p50 {pct(iso, 50):7.2f} ms vs the shared "
+              f"session p50 {pct(shared, 50):7.2f} ms: {pct(iso, 50) - pct(shared, 50):+.2f} ms")
         for label, direct_sql, proxied_sql, n in (("one-row lookup", one_direct, ONE, args.n_one),
                                                    ("100,000-row result", many_direct, MANY, args.n_many)):
             d = timed(lambda: store.query_bytes(direct_sql, "Native"), n)

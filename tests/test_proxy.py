@@ -109,7 +109,7 @@ LIMITS = Limits(1000, 1 << 20, 10)
     ("SELECT * FROM input('a String')", "R-TABLEFUNC"),
     ("SELECT * FROM Python(x)", "R-TABLEFUNC"),
     ("SELECT * FROM system.users", "R-SYSTEM"),
-    ("SELECT * FROM `system`.`tables`", "R-SYSTEM"),
+    ("SELECT * FROM `system`.`parts`", "R-SYSTEM"),
     ("SELECT plate FROM reads r JOIN system.numbers n ON 1", "R-SYSTEM"),
     ("SELECT * FROM information_schema.tables", "R-SYSTEM"),
     ("SELECT * FROM holds", "R-TABLES"),
@@ -132,7 +132,7 @@ LIMITS = Limits(1000, 1 << 20, 10)
     ("SELECT plate FROM reads SETTINGS readonly = 0", "R-SETTINGS"),
     ("SELECT plate FROM reads FORMAT Pretty", "R-FORMAT"),
     ("SELECT 2 + 2", "R-TABLES"),
-    ("SELEC plate FROM reads", "R-ONE"),
+    ("SELEC plate FROM reads", "R-PARSE"),
 ])
 def test_policy_refuses_naming_the_rule(sql, rule) -> None:
     with pytest.raises(PolicyRefused) as err:
@@ -144,7 +144,7 @@ def test_policy_refuses_naming_the_rule(sql, rule) -> None:
 def test_policy_runs_only_the_checked_tree_with_forced_limits() -> None:
     # a line comment would swallow anything appended to the original text; the rendered tree has none
     d = decide("SELECT plate FROM reads -- comment\n", UserRole.ANALYST, "alpr", LIMITS)
-    assert d.sql.startswith("SELECT plate FROM alpr.reads SETTINGS readonly = 1, max_result_rows = 1000")
+    assert d.sql.startswith("SELECT * FROM (SELECT plate FROM alpr.reads) SETTINGS readonly = 1, max_result_rows = 1000")
     assert "comment" not in d.sql and "max_execution_time = 10" in d.sql
     assert decide("SELECT * EXCEPT (crop_jpeg) FROM reads", UserRole.ANALYST, "alpr", LIMITS).tables == ("reads",)
     assert decide("SELECT count(*) FROM reads", UserRole.ANALYST, "alpr", LIMITS).fmt == "TabSeparated"
@@ -264,7 +264,7 @@ def test_lock_placed_by_one_proxy_holds_in_another_running_one(env) -> None:
     ("SELECT plate FROM reads -- */ ; DROP TABLE reads\n; SELECT 1", "R-ONE"),
     ("SELECT * FROM url('http://127.0.0.1:1/x', CSV, 'a String')", "R-TABLEFUNC"),
     ("SELECT * FROM system.users", "R-SYSTEM"),
-    ("SELECT name FROM `system`.\"tables\"", "R-SYSTEM"),
+    ("SELECT name FROM `system`.\"parts\"", "R-SYSTEM"),
     ("SELECT \"crop_jpeg\" FROM reads", "R-COLUMNS"),
     ("SELECT plate FROM reads SETTINGS max_result_rows = 0", "R-SETTINGS"),
 ])
@@ -343,3 +343,11 @@ def test_not_loopback_without_tls_refused(env) -> None:
     exposed = env["settings"].model_copy(update={"bind_host": "0.0.0.0"})
     with pytest.raises(ConfigError, match="TLS"):
         ProxyService(exposed, env["store"], env["codec"], port=0)
+
+
+def test_except_names_are_matched_as_clickhouse_matches_them(env) -> None:
+    """ClickHouse ignores an EXCEPT name that matches no column: `* EXCEPT (CROP_JPEG)` kept the image."""
+    status, body = post(env, "SELECT * EXCEPT (CROP_JPEG) FROM reads", CASE)
+    assert status == 403 and b"R-COLUMNS" in body and b"JPEG1" not in body
+    status, body = post(env, "SELECT * EXCEPT (crop_jpeg) FROM reads ORDER BY read_id", CASE)
+    assert status == 200 and b"7ABC123" in body and b"JPEG1" not in body

@@ -6,14 +6,18 @@ Produces: results in the format asked for, and one audit event per request on
 `alpr.audit`, written and acknowledged BEFORE any result byte is sent.
 
 Per request: credentials (basic auth or X-ClickHouse-User/Key; never in the URL)
--> account state (users.Authenticator) -> the SQL parsed and decided
-(sqlpolicy.decide) -> case and purpose (settings SQL_case, SQL_purpose) -> the
-checked SQL run with forced limits on a handler thread -> rows counted -> audit
--> body. A refusal is a ClickHouse-style error naming the rule, and is audited too.
-If the audit write fails (AuditUnavailable) the caller gets an error and no data.
+-> account state (users.Authenticator) -> size, URL parameters and the SQL parsed
+and decided on normalised names (sqlpolicy.decide) -> case and purpose (settings
+SQL_case, SQL_purpose; not needed to browse the role's catalog) -> the checked SQL
+run alone, on a connection of its own with forced limits (Store.query_isolated:
+nothing carried from or to another request) -> rows counted -> audit -> body.
+Every refusal, whatever stage refuses it (size, parse, depth, auth, policy,
+engine), is audited with the rule and a reason a person can act on, then answered
+as a ClickHouse-style error naming the rule. If the audit write fails
+(AuditUnavailable) the caller gets an error and no data.
 
-URL parameters other than `query`, `default_format`, `SQL_case`, `SQL_purpose` are
-never passed to ClickHouse: a client cannot lift a limit by sending a setting.
+URL parameters are allow-listed (sqlpolicy.check_params): a client cannot lift a
+limit or change a setting by sending one; unknown ones are refused.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from alpr.core.errors import AlprError, ConfigError
 from alpr.core.logs import get_log
 from alpr.core.metrics import PROXY_QUERIES
 from alpr.core.settings import Settings
-from alpr.access.sqlpolicy import Limits, PolicyRefused, check_case, decide
+from alpr.access.sqlpolicy import Catalog, CATALOG_COLUMNS, Limits, PolicyRefused, check_case, decide
 from alpr.core.store import Store, StoreError
 from alpr.access.users import Authenticator, LoginRefused, UserDirectory
 from alpr.schemas import Codec
@@ -44,7 +48,9 @@ from alpr.schemas.models import User
 
 log = get_log(__name__)
 MAX_BODY_BYTES = 1 << 20  # a query text, not data: the proxy accepts no inserts
-SERVED_PARAMS = {"query", "default_format", "SQL_case", "SQL_purpose"}
+AUDITED_BODY_BYTES = 10_000  # of an oversized body, what the audit event keeps
+DRAIN_LIMIT_BYTES = 64 << 20  # an oversized body up to this is read and dropped so the client sees the 413
+LIMIT_CODES = frozenset({159, 160, 241, 307, 396, 167, 168, 169})  # timeout, memory, rows/bytes, AST size
 _CONTENT_TYPES = {"Native": "application/octet-stream", "Arrow": "application/octet-stream",
                   "ArrowStream": "application/octet-stream", "Parquet": "application/octet-stream"}
 
@@ -120,6 +126,17 @@ def _native_rows(data: bytes) -> int:
     return result.row_count
 
 
+def load_catalog(store: Store) -> Catalog:
+    """The column lists of the system tables the catalog views stand in for, as this engine has them."""
+    names = ", ".join(f"'{v}'" for v in sorted(CATALOG_COLUMNS))
+    rows = store.rows(f"SELECT table, name, type FROM system.columns WHERE database = 'system' AND table IN ({names}) "
+                      "ORDER BY table, position")
+    cols: dict[str, list[tuple[str, str]]] = {}
+    for r in rows:
+        cols.setdefault(r["table"], []).append((r["name"], r["type"]))
+    return Catalog({k: tuple(v) for k, v in cols.items()})
+
+
 class ProxyService:
     """The proxy as a service object: the warehouse hosts it in-process, `alpr proxy` runs it alone.
 
@@ -138,7 +155,8 @@ class ProxyService:
         self.directory = directory or UserDirectory(settings, codec)
         self.writer = writer
         self.limits = Limits(settings.proxy_max_result_rows, settings.proxy_max_result_bytes,
-                             settings.proxy_max_execution_seconds)
+                             settings.proxy_max_execution_seconds, settings.proxy_max_memory_bytes)
+        self.catalog: Catalog | None = None
         self._port = settings.proxy_port if port is None else port
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -157,6 +175,7 @@ class ProxyService:
         if self._own_directory:
             self.directory.load().follow()
         self.auth = Authenticator(self.settings, self.directory, self.audit, self.writer)
+        self.catalog = load_catalog(self.store)
         server = ThreadingHTTPServer((self.settings.bind_host, self._port), _handler_for(self))
         server.daemon_threads = True
         if self.settings.proxy_tls_cert:
@@ -182,32 +201,58 @@ class ProxyService:
 
     # --- one request
 
-    def handle(self, method: str, path: str, headers, body: bytes, client: str) -> tuple[int, dict, bytes]:
-        """(status, headers, body) for one request. Nothing leaves before its audit event is acknowledged."""
+    def handle(self, method: str, path: str, headers, body: bytes, client: str,
+               body_length: int | None = None) -> tuple[int, dict, bytes]:
+        """(status, headers, body) for one request. Nothing leaves before its audit event is acknowledged.
+
+        `body_length` is the declared length when the handler did not read an
+        oversized body (then `body` holds only its first bytes, for the audit).
+        """
         url = urlsplit(path)
         if url.path == "/ping" and method in ("GET", "HEAD"):
             return 200, {"Content-Type": "text/plain"}, b"Ok.\n"
-        if url.path != "/":
-            return self._error(ProxyError(404, 1000, "UNKNOWN", f"no handler for {url.path}"))
         params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         query_id = params.get("query_id") or uuid.uuid4().hex
         details = {"client": client, "query_id": query_id[:64]}
-        details.update({k: v[:1000] for k, v in params.items() if k.startswith("param_")})  # the values searched for
+        details.update({k[:70]: v[:1000] for k, v in list(params.items())[:50] if k.startswith("param_")})
         try:
             user = self._login(params, headers, client, details)
         except ProxyError as exc:
             return self._error(exc)
         sql = "\n".join(p for p in (params.get("query", ""), body.decode("utf-8", "replace")) if p)
         case, purpose = params.get("SQL_case"), params.get("SQL_purpose")
+        if url.path != "/":  # R-PATH: ClickHouse's other handlers (/play, /replicas_status, ...) are not served
+            reason = f"no handler for {url.path[:100]}: queries go to / [rule R-PATH]"
+            self._audit_quietly(user, "QUERY", "REFUSED", case, purpose, f"{method} {url.path[:200]}", reason, None,
+                                {**details, "rule": "R-PATH"})
+            return self._error(ProxyError(404, 1000, "UNKNOWN", reason))
+        try:
+            return self._query(user, params, headers, body_length, sql, case, purpose, details, query_id)
+        except AuditUnavailable as exc:
+            log.error("proxy.audit_unavailable", actor=user.name, query_id=query_id)
+            return self._error(ProxyError(503, 210, "AUDIT_UNAVAILABLE", f"{exc}; no data was returned"))
+        except Exception:  # a bug must not leak data: audit it under an id, answer only the id
+            incident = uuid.uuid4().hex[:12]
+            log.error("proxy.internal_error", actor=user.name, query_id=query_id, incident=incident, exc_info=True)
+            PROXY_QUERIES.labels("failed").inc()
+            self._audit_quietly(user, "QUERY", "FAILED", case, purpose, sql,
+                                f"internal proxy error, incident {incident}; nothing was returned", None,
+                                {**details, "rule": "R-INTERNAL"})
+            return self._error(ProxyError(500, 1001, "STD_EXCEPTION", f"internal proxy error (incident {incident}); "
+                                          "nothing was returned, the request is audited"))
+
+    def _query(self, user: User, params: dict, headers, body_length: int | None, sql: str, case, purpose,
+               details: dict, query_id: str) -> tuple[int, dict, bytes]:
         started = time.perf_counter()
         try:
             if headers.get("Content-Encoding"):
-                raise PolicyRefused("R-ONE", "compressed request bodies are not accepted", code=1000, status=400)
-            if len(body) > MAX_BODY_BYTES:
-                raise PolicyRefused("R-ONE", f"request body over {MAX_BODY_BYTES} bytes", code=62, status=413)
+                raise PolicyRefused("R-SIZE", "compressed request bodies are not accepted", code=1000, status=400)
+            if body_length is not None:
+                raise PolicyRefused("R-SIZE", f"request body of {body_length} bytes; at most {MAX_BODY_BYTES} "
+                                    "(a query, not data: the proxy accepts no inserts)", code=62, status=413)
             decision = decide(sql, user.role, self.settings.clickhouse_database, self.limits,
-                              params.get("default_format"), params)
-            if not decision.connect:
+                              params.get("default_format"), params, self.catalog)
+            if not (decision.connect or decision.browse):
                 case, purpose = check_case(case, purpose)
         except PolicyRefused as exc:
             PROXY_QUERIES.labels("refused").inc()
@@ -215,28 +260,28 @@ class ProxyService:
                                 {**details, "rule": exc.rule})
             return self._error(ProxyError(exc.status, exc.code, "ACCESS_DENIED" if exc.status == 403 else "BAD_QUERY",
                                           str(exc)))
+        action = "LOGIN" if decision.connect else "QUERY"
         try:
-            data = self.store.query_bytes(decision.sql, decision.fmt)
+            data = self.store.query_isolated(decision.sql, decision.fmt)
             rows = count_rows(decision.fmt, data)
         except (StoreError, ValueError) as exc:
             PROXY_QUERIES.labels("failed").inc()
             message = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
-            self._audit_quietly(user, "LOGIN" if decision.connect else "QUERY", "FAILED", case, purpose, sql,
-                                message, None, details)
             code, text = _engine_error(message)
-            return self._error(ProxyError(500, code, "ENGINE", text))
+            rule = "R-LIMITS" if code in LIMIT_CODES else "R-ENGINE"
+            self._audit_quietly(user, action, "FAILED", case, purpose, sql, f"{text} [rule {rule}]", None,
+                                {**details, "rule": rule, "engine_code": str(code)})
+            return self._error(ProxyError(500, code, "ENGINE", f"{text} [rule {rule}]"))
         elapsed = time.perf_counter() - started
         extra = {**details, "format": decision.fmt, "elapsed_ms": f"{elapsed * 1000:.1f}"}
         if decision.tables:
             extra["tables"] = ",".join(decision.tables)
-        try:
-            self.audit.record(actor=user.name, agency=user.agency, action="LOGIN" if decision.connect else "QUERY",
-                              outcome="ALLOWED", case_number=None if decision.connect else case,
-                              purpose=None if decision.connect else purpose, subject=sql[:10_000], rows=rows,
-                              details=extra)
-        except AuditUnavailable as exc:
-            log.error("proxy.audit_unavailable", actor=user.name, query_id=query_id)
-            return self._error(ProxyError(503, 210, "AUDIT_UNAVAILABLE", f"{exc}; no data was returned"))
+        if decision.browse:
+            extra["kind"] = "browse"
+        self.audit.record(actor=user.name, agency=user.agency, action=action, outcome="ALLOWED",
+                          case_number=case or None if not decision.connect else None,
+                          purpose=purpose or None if not decision.connect else None,
+                          subject=sql[:10_000], rows=rows, details=extra)
         PROXY_QUERIES.labels("connect" if decision.connect else "allowed").inc()
         log.info("proxy.query", actor=user.name, query_id=query_id, rows=rows, ms=round(elapsed * 1000, 1))
         summary = json.dumps({"read_rows": str(rows), "result_rows": str(rows), "elapsed_ns": str(int(elapsed * 1e9))})
@@ -271,7 +316,7 @@ class ProxyService:
         actor = f"unknown:{name[:64]}" if name == "-" else name[:64]
         try:
             self.audit.record(actor=actor, agency=self.settings.agency, action="LOGIN", outcome="REFUSED",
-                              reason=reason, details=details)
+                              reason=f"{reason} [rule R-CREDENTIALS]", details={**details, "rule": "R-CREDENTIALS"})
         except AuditUnavailable:
             pass  # refused either way
         raise ProxyError(401, 516, "AUTHENTICATION_FAILED", f"{reason} [rule R-CREDENTIALS]")
@@ -306,28 +351,45 @@ def _engine_error(message: str) -> tuple[int, str]:
 def _handler_for(service: ProxyService) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: clients pool connections
+        timeout = 120  # seconds a connection may sit idle or trickle a request before its thread is freed
         disable_nagle_algorithm = True  # headers and body go in separate writes: without this, +40 ms (delayed ACK)
         server_version = "alpr-proxy"
 
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                status, headers, body = service._error(ProxyError(413, 62, "BAD_QUERY",
-                                                                  f"request body over {MAX_BODY_BYTES} bytes"))
+            declared = self.headers.get("Content-Length")
+            chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+            try:
+                length = int(declared or 0)
+            except ValueError:
+                length = -1
+            oversized = None
+            if chunked or length < 0 or length > MAX_BODY_BYTES:
+                # Refused, but only after the user is known and the refusal audited (R-SIZE). Keep
+                # the first bytes for the audit; drain a bounded amount so the client reads the answer.
                 self.close_connection = True
+                oversized = length if length > MAX_BODY_BYTES else (-1 if not chunked else MAX_BODY_BYTES + 1)
+                body_in = self.rfile.read(min(length, AUDITED_BODY_BYTES)) if length > 0 else b""
+                left = length - len(body_in)
+                while 0 < left and length <= DRAIN_LIMIT_BYTES:
+                    got = self.rfile.read(min(left, 1 << 20))
+                    if not got:
+                        break
+                    left -= len(got)
             else:
                 body_in = self.rfile.read(length) if length else b""
-                try:
-                    status, headers, body = service.handle(self.command, self.path, self.headers, body_in,
-                                                           self.client_address[0])
-                except Exception:  # a bug must not leak data or kill the server: answer an error, log it
-                    log.error("proxy.internal_error", exc_info=True)
-                    status, headers, body = service._error(ProxyError(500, 1001, "STD_EXCEPTION",
-                                                                      "internal proxy error; nothing was returned"))
+            try:
+                status, headers, body = service.handle(self.command, self.path, self.headers, body_in,
+                                                       self.client_address[0], body_length=oversized)
+            except Exception:  # handle() audits its own failures; this is the last guard before the socket
+                log.error("proxy.internal_error", exc_info=True)
+                status, headers, body = service._error(ProxyError(500, 1001, "STD_EXCEPTION",
+                                                                  "internal proxy error; nothing was returned"))
             self.send_response(status)
             for k, v in headers.items():
                 self.send_header(k, v)
             self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
         268_435_456, ge=1024, description="Most bytes one proxied result may take (forced; the proxy buffers it).")
     proxy_max_execution_seconds: int = Field(
         60, ge=1, le=3600, description="Longest a proxied query may run before ClickHouse stops it.")
+    proxy_max_memory_bytes: int = Field(
+        2_147_483_648, ge=16_777_216,
+        description="Most memory one proxied query may use in ClickHouse (forced max_memory_usage; a bomb fails alone).")
     proxy_auth_cache_seconds: int = Field(
         300, ge=0, le=3600,
         description="Seconds a verified password is remembered in memory (argon2 is slow by design); 0: verify every request.")
