@@ -29,6 +29,7 @@ from alpr.core.settings import load_settings
 from alpr.core.topics import ALERTS, DEADLETTER, HOTLIST, PARTIALS, READS, apply_topics
 from alpr.schemas import Alert, Codec, DeadLetter, GeoPosition, PartialPlate, PlateRead
 from alpr.topologies.alerts import VERIFY_NOTICE, format_alert
+from tests.conftest import alpr_env
 
 NOW = datetime.now(timezone.utc)
 INSIDE = GeoPosition(lat=38.58, lon=-121.50)    # inside the test reservation
@@ -50,11 +51,10 @@ def env(tmp_path_factory):
 """)
     s = load_settings(kafka_bootstrap=broker.bootstrap, data_dir=work / "data")
     apply_topics(kafka.admin(s), replication_factor=1)
-    proc_env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
-    proc_env.update(ALPR_KAFKA_BOOTSTRAP=broker.bootstrap, ALPR_DATA_DIR=str(work / "data"),
+    proc_env = alpr_env(ALPR_KAFKA_BOOTSTRAP=broker.bootstrap, ALPR_DATA_DIR=str(work / "data"),
                     ALPR_GEOFENCES_FILE=str(geofences), ALPR_ALERT_DEDUP_SECONDS="300",
-                    ALPR_ALERTS_STOP_SECONDS=str(STOP_SECONDS))
-    yield {"settings": s, "env": proc_env, "work": work}
+                        ALPR_ALERTS_STOP_SECONDS=str(STOP_SECONDS))
+    yield {"settings": s, "env": proc_env, "work": work, "broker": broker}
     broker.stop(1.0)  # in-memory broker: nothing to flush, no need to wait for a clean stop
 
 
@@ -319,13 +319,19 @@ def test_operator_view_prints_alerts_for_a_person(topology):
 
 
 def test_stop_that_overruns_its_deadline_exits_hard(topology, env):
-    """The clean stop takes about a second; with a 0.05 s deadline the watchdog must end the process."""
+    """A clean stop that cannot finish (the broker stops answering its final commit) is ended by the
+    watchdog at the deadline, with its own exit status, instead of hanging."""
     topology["worker"].kill()
     hasty = Worker({**env["env"], "ALPR_ALERTS_STOP_SECONDS": "0.05"}, env["work"] / "worker3.log")
     topology["worker"] = hasty
     r = _read(SENTINEL, camera=_cam())
     _send(topology, r)
     assert topology["watch"].for_read(r.read_id, timeout=60)
-    rc, took = hasty.stop()
+    broker = env["broker"].process
+    os.kill(broker.pid, signal.SIGSTOP)  # the commit on the way out now waits forever
+    try:
+        rc, took = hasty.stop()
+    finally:
+        os.kill(broker.pid, signal.SIGCONT)
     assert rc == 70 and took < 3, f"rc={rc} after {took:.1f}s"
     assert "alerts.stop_overran" in hasty.log.read_text()
