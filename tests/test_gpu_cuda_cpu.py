@@ -1,0 +1,95 @@
+"""The CUDA backend's CPU-checkable parts: one clear error where it cannot run, and the
+precision choice (which graphs become FP16), whose reads are compared with FP32 on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from alpr.gpu import BackendUnavailable, open_reader
+from alpr.gpu import cuda
+from alpr.gpu.models import DETECTOR, RECOGNIZER, TEXT_DETECTOR
+
+EU = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "openalpr-eu"
+HAS_CUDA_EP = cuda.PROVIDER in ort.get_available_providers()
+
+
+@pytest.mark.skipif(HAS_CUDA_EP, reason="this ONNX Runtime has the CUDA provider")
+def test_cuda_backend_without_the_cuda_provider_is_one_clear_error() -> None:
+    with pytest.raises(BackendUnavailable, match="CUDAExecutionProvider.*onnxruntime-gpu"):
+        open_reader("cuda")
+
+
+def test_cuda_provider_present_but_no_gpu_visible_is_refused(monkeypatch) -> None:
+    import types
+
+    fake = types.SimpleNamespace(cudaGetDeviceCount=lambda: (100, 0))  # cudaErrorNoDevice
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [cuda.PROVIDER, "CPUExecutionProvider"])
+    monkeypatch.setattr(cuda, "_import_cudart", lambda: fake)
+    with pytest.raises(BackendUnavailable, match="no CUDA GPU is visible"):
+        cuda.CudaBackend()
+
+
+@pytest.mark.skipif(HAS_CUDA_EP, reason="this ONNX Runtime has the CUDA provider")
+def test_alpr_read_with_the_cuda_backend_says_why_it_cannot(alpr, tmp_path) -> None:
+    image = tmp_path / "frame.jpg"
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    result = alpr(["read", "--backend", "cuda", str(image)])
+    assert result.exit_code != 0
+    text = result.output + (getattr(result, "stderr", "") or "")
+    assert "onnxruntime-gpu" in text and "Traceback" not in text
+
+
+def _input_type(graph: bytes) -> int:
+    return onnx.load_from_string(graph).graph.input[0].type.tensor_type.elem_type
+
+
+def test_fp16_converts_the_recognizer_and_keeps_the_text_detector_fp32() -> None:
+    half, single = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    assert _input_type(cuda.session_graph(RECOGNIZER, "fp16")) == half
+    assert _input_type(cuda.session_graph(TEXT_DETECTOR, "fp16")) == single  # measured: FP16 loses lines
+    assert _input_type(cuda.session_graph(TEXT_DETECTOR, "fp16-all")) == half
+    assert _input_type(cuda.session_graph(RECOGNIZER, "fp32")) == single
+
+
+def test_the_shipped_fp16_detector_is_left_as_it_is() -> None:
+    from alpr.gpu.models import ModelMissing
+
+    try:
+        DETECTOR.path
+    except ModelMissing:
+        pytest.skip("platedet is not installed")
+    assert cuda.session_graph(DETECTOR, "fp16") == cuda.session_graph(DETECTOR, "fp32")
+
+
+def _crops(count: int) -> list[tuple[np.ndarray, str]]:
+    from alpr.gpu.imaging import crop
+
+    out = []
+    for path in sorted(EU.glob("*.jpg"))[:count]:
+        parts = path.with_suffix(".txt").read_text().split("\t")
+        x, y, w, h = (int(v) for v in parts[1:5])
+        out.append((crop(cv2.imread(str(path)), (x, y, x + w, y + h), 0.03, 0.06), parts[5].strip().upper()))
+    return out
+
+
+@pytest.mark.skipif(not EU.is_dir(), reason="EU set not present")
+def test_fp16_recognizer_reads_what_fp32_reads_on_eu_plates() -> None:
+    """The FP16 graph on the CPU's FP16 kernels: same characters, confidences within 0.02."""
+    from alpr.gpu import recognize
+
+    batch = np.stack([recognize.prepare(c) for c, _ in _crops(8)])
+    full = ort.InferenceSession(cuda.session_graph(RECOGNIZER, "fp32"), providers=["CPUExecutionProvider"])
+    half = ort.InferenceSession(cuda.session_graph(RECOGNIZER, "fp16"), providers=["CPUExecutionProvider"])
+    (p32,) = full.run(None, {"x": batch})
+    (p16,) = half.run(None, {"x": batch.astype(np.float16)})
+    fold = recognize.AlphabetFold(full.get_modelmeta().custom_metadata_map["character"].splitlines())
+    for a, b in zip(p32, p16.astype(np.float32)):
+        ra, rb = fold.decode(a), fold.decode(b)
+        assert ra.text == rb.text and len(ra.text) >= 4
+        assert np.allclose(ra.confidences, rb.confidences, atol=0.02)
