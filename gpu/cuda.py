@@ -21,6 +21,7 @@ to the CPU quietly (ONNX Runtime itself would, if the CUDA libraries fail to loa
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from functools import cache
 from typing import Any, Literal
@@ -143,6 +144,9 @@ class CudaBackend:
         self.precision: Precision = precision
         self.square_inputs = square_inputs
         self._sessions: dict[str, _Session] = {}
+        # Staging buffers and bindings are per backend: a worker's inference threads take turns
+        # on the GPU, and one thread's CPU stages overlap the other's GPU work.
+        self._lock = threading.Lock()
 
     def _provider_options(self) -> dict[str, str]:
         return {
@@ -184,7 +188,10 @@ class CudaBackend:
         """One batch: host -> pinned -> device (our stream), run, device -> pinned -> host, as float32."""
         if batch.shape[0] > self.max_batch(model):
             raise ValueError(f"batch of {batch.shape[0]} exceeds {model.name}'s limit of {self.max_batch(model)}")
-        s = self._session(model)
+        with self._lock:
+            return self._run(self._session(model), batch)
+
+    def _run(self, s: _Session, batch: np.ndarray) -> list[np.ndarray]:
         cudart = self._cudart
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         nbytes = int(np.prod(batch.shape)) * s.dtype.itemsize
@@ -193,7 +200,7 @@ class CudaBackend:
         _check(cudart.cudaMemcpyAsync(s.staged_in.device, s.staged_in.host, nbytes, h2d, self._stream))
         s.binding.clear_binding_inputs()
         s.binding.clear_binding_outputs()
-        s.binding.bind_input(s.input_name, "cuda", self._device, s.dtype, list(batch.shape), int(s.staged_in.device))
+        s.binding.bind_input(s.input_name, "cuda", self._device, s.dtype.type, list(batch.shape), int(s.staged_in.device))
         for name in s.output_names:
             s.binding.bind_output(name, "cuda", self._device)  # ORT allocates from its arena: shapes are dynamic
         s.session.run_with_iobinding(s.binding)

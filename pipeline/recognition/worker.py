@@ -84,7 +84,8 @@ class Deduplicator:
 
 @dataclass
 class WorkerStats:
-    frames: int = 0
+    frames: int = 0  # gathered (decoded or dead-lettered)
+    frames_done: int = 0  # gathered, read, published, acknowledged and committed
     corrupt: int = 0
     reads: int = 0
     folded: int = 0
@@ -230,6 +231,7 @@ class RecognitionWorker:
         self._publish(batch)
         self.publisher.flush()  # raises DeliveryFailed: then nothing of this batch is committed
         self.consumer.commit_through(batch.messages)
+        self.stats.frames_done += len(batch.messages)
 
     def _publish(self, batch: InFlight) -> list[PlateRead]:
         found, elapsed = batch.found.result()  # a reader error surfaces here, before anything is committed
