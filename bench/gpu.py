@@ -50,6 +50,21 @@ def jpeg_frames(count: int, distinct: int = 64) -> list[bytes]:
     return [made[i % len(made)] for i in range(count)]
 
 
+def scene_frames(folder: Path, count: int) -> list[bytes]:
+    """Real road scenes (e.g. the EU set) letterboxed onto 1280x720 and re-encoded at quality 90."""
+    made = []
+    for path in sorted(folder.glob("*.jpg"))[:count]:
+        image = cv2.imread(str(path))
+        scale = min(1280 / image.shape[1], 720 / image.shape[0])
+        resized = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)))
+        canvas = np.zeros((720, 1280, 3), np.uint8)
+        canvas[: resized.shape[0], : resized.shape[1]] = resized
+        made.append(cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+    if not made:
+        raise SystemExit(f"no .jpg images in {folder}")
+    return [made[i % len(made)] for i in range(count)]
+
+
 class GpuSampler:
     """GPU utilisation (%) and memory used (MiB), sampled every 0.2 s while running; empty without a GPU."""
 
@@ -161,6 +176,47 @@ def run_from_memory(reader: PlateReader, jpegs: list[bytes], batch: int, decode_
             "cpu_cores": round(cpu / wall, 2), **sampler.summary()}
 
 
+class TimedBackend:
+    """Wraps a backend and adds up the seconds spent inside run(): the rest of a read is host work."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.seconds = inner, 0.0
+        self.name, self.square_inputs = inner.name, inner.square_inputs
+
+    def max_batch(self, model):
+        return self.inner.max_batch(model)
+
+    def metadata(self, model):
+        return self.inner.metadata(model)
+
+    def run(self, model, batch):
+        started = time.perf_counter()
+        try:
+            return self.inner.run(model, batch)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+def host_costs(reader: PlateReader, jpegs: list[bytes], batch: int) -> dict:
+    """Per frame, on one thread: JPEG decode, the reader's host work (resize, line decoding, crops,
+    CTC decoding: everything outside backend.run) and the model calls; and the CPU cores those
+    host parts need at 1,000 frames/s. Runs on any backend (on a CPU the model part is the CPU's)."""
+    timed = TimedBackend(reader.backend)
+    twin = PlateReader(timed, reader.settings)
+    started = time.perf_counter()
+    images = [decode_image(j) for j in jpegs]
+    decode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for n in range(0, len(images), batch):
+        twin.read_batch(images[n:n + batch])
+    read_s = time.perf_counter() - started
+    per = 1000 / len(jpegs)
+    host_ms = (read_s - timed.seconds) * per
+    return {"frames": len(jpegs), "batch": batch, "decode_ms": round(decode_s * per, 2),
+            "reader_host_ms": round(host_ms, 2), "model_ms": round(timed.seconds * per, 2),
+            "host_cores_at_1000_fps": round((decode_s * per + host_ms), 1)}
+
+
 def run_through_kafka(reader: PlateReader, jpegs: list[bytes], batch: int, partitions: int, decode_threads: int,
                       inference_threads: int) -> dict:
     """Frames through a real broker and a RecognitionWorker: publish, then time the worker."""
@@ -233,13 +289,25 @@ def main() -> None:
     parser.add_argument("--inference-threads", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime CPU threads (onnxruntime backend)")
     parser.add_argument("--warmup", type=int, default=2, help="batches read before timing (cuDNN picks its kernels)")
+    parser.add_argument("--square", action="store_true",
+                        help="onnxruntime backend: pad frames square as the GPU backends do (host costs comparable)")
+    parser.add_argument("--images", type=Path, default=None,
+                        help="real scenes to use (letterboxed to 1280x720) instead of generated ones")
+    parser.add_argument("--host-costs-only", action="store_true", help="only the per-frame host cost pass")
     args = parser.parse_args()
     sizes = [int(v) for v in args.batch_sizes.split(",")]
     options = {"max_batch": max(sizes), "precision": args.precision} if args.backend == "cuda" else {}
     if args.backend == "tensorrt":
         options = {"max_batch": max(sizes)}
     reader = open_reader(args.backend, threads=args.threads, settings=ReaderSettings(), **options)
-    jpegs = jpeg_frames(args.frames)
+    if args.square:
+        reader.backend.square_inputs = True
+    jpegs = scene_frames(args.images, args.frames) if args.images else jpeg_frames(args.frames)
+    host = host_costs(reader, jpegs[: min(len(jpegs), 64)], max(sizes))
+    if args.host_costs_only:
+        print(json.dumps({"date": date.today().isoformat(), "backend": args.backend, "square": reader.backend.square_inputs,
+                          "command": " ".join([".venv/bin/python", "bench/gpu.py", *sys.argv[1:]]), "host": host}))
+        return
     for size in sizes:  # every shape the runs will use, so no timed run pays a first-use cost
         for _ in range(args.warmup):
             reader.read_batch([decode_image(j) for j in jpegs[:size]])
@@ -251,13 +319,14 @@ def main() -> None:
                               rate=share * peak["frames_per_s"])
         loaded.append({"load": f"{int(share * 100)}% of peak ({share * peak['frames_per_s']:.0f} frames/s)", **row})
     kafka_frames = args.frames if args.kafka_frames is None else args.kafka_frames
-    through = ([run_through_kafka(reader, jpeg_frames(kafka_frames), s, args.partitions, args.decode_threads,
+    through = ([run_through_kafka(reader, (scene_frames(args.images, kafka_frames) if args.images
+                                           else jpeg_frames(kafka_frames)), s, args.partitions, args.decode_threads,
                                   args.inference_threads) for s in sizes]
                if kafka_frames else [])
     result = {"date": date.today().isoformat(), "machine": platform.node(), "cpus": os.cpu_count(),
               "backend": args.backend, "precision": args.precision if args.backend == "cuda" else None,
               "command": " ".join([".venv/bin/python", "bench/gpu.py", *sys.argv[1:]]),
-              "from_memory": memory, "latency_at_load": loaded, "through_kafka": through}
+              "host_costs": host, "from_memory": memory, "latency_at_load": loaded, "through_kafka": through}
     print(json.dumps(result, indent=2))
     for row in memory + loaded + through:
         for key in ("gpu_util_mean_pct", "gpu_mem_max_mib"):
