@@ -283,7 +283,8 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp16", "fp16-all", "fp32"], default="fp16", help="cuda backend only")
     parser.add_argument("--batch-sizes", default="1,8,32,64")
     parser.add_argument("--frames", type=int, default=1024, help="frames per from-memory run")
-    parser.add_argument("--kafka-frames", type=int, default=None, help="frames through Kafka (default --frames; 0: skip)")
+    parser.add_argument("--kafka-frames", type=int, default=None,
+                        help="frames through Kafka (default --frames; 0: skip)")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--decode-threads", type=int, default=4)
     parser.add_argument("--inference-threads", type=int, default=2)
@@ -305,7 +306,8 @@ def main() -> None:
     jpegs = scene_frames(args.images, args.frames) if args.images else jpeg_frames(args.frames)
     host = host_costs(reader, jpegs[: min(len(jpegs), 64)], max(sizes))
     if args.host_costs_only:
-        print(json.dumps({"date": date.today().isoformat(), "backend": args.backend, "square": reader.backend.square_inputs,
+        print(json.dumps({"date": date.today().isoformat(), "backend": args.backend,
+                          "square": reader.backend.square_inputs,
                           "command": " ".join([".venv/bin/python", "bench/gpu.py", *sys.argv[1:]]), "host": host}))
         return
     for size in sizes:  # every shape the runs will use, so no timed run pays a first-use cost

@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 
 PROVIDER = "CUDAExecutionProvider"
 INSTALL_HINT = (
-    "pip uninstall -y onnxruntime && pip install 'alpr[gpu]' on a machine with an NVIDIA GPU "
-    "(onnxruntime-gpu replaces the CPU wheel; see docs/operations.md)"
+    "on a machine with an NVIDIA GPU: pip install 'alpr[gpu]' && pip uninstall -y onnxruntime onnxruntime-gpu "
+    "&& pip install --no-deps 'onnxruntime-gpu>=1.20' (both wheels write one folder; docs/operations.md)"
 )
 # fp16: FP16 for the models in HALF_SAFE; fp16-all: every model (to re-check the others on a GPU); fp32: none.
 Precision = Literal["fp16", "fp16-all", "fp32"]
@@ -200,7 +200,9 @@ class CudaBackend:
         _check(cudart.cudaMemcpyAsync(s.staged_in.device, s.staged_in.host, nbytes, h2d, self._stream))
         s.binding.clear_binding_inputs()
         s.binding.clear_binding_outputs()
-        s.binding.bind_input(s.input_name, "cuda", self._device, s.dtype.type, list(batch.shape), int(s.staged_in.device))
+        s.binding.bind_input(
+            s.input_name, "cuda", self._device, s.dtype.type, list(batch.shape), int(s.staged_in.device)
+        )
         for name in s.output_names:
             s.binding.bind_output(name, "cuda", self._device)  # ORT allocates from its arena: shapes are dynamic
         s.session.run_with_iobinding(s.binding)

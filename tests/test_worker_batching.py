@@ -44,7 +44,8 @@ class _Source:
     def poll(self, max_records: int, timeout: float) -> list[_Received]:
         self.calls.append((max_records, timeout))
         self.now += self.step_s
-        taken, self.pending = self.pending[: min(max_records, self.per_call)], self.pending[min(max_records, self.per_call):]
+        n = min(max_records, self.per_call)
+        taken, self.pending = self.pending[:n], self.pending[n:]
         return taken
 
     def clock(self) -> float:
@@ -75,7 +76,8 @@ def test_the_deadline_closes_a_partial_batch_and_bounds_each_wait(pool) -> None:
 
 def test_nothing_arrived_gives_no_batch_after_one_idle_poll(pool) -> None:
     src = _Source(count=0, per_call=1, step_s=0.2)
-    assert FrameBatcher(src.poll, size=8, deadline_s=0.05, decode_pool=pool, idle_s=0.2, clock=src.clock).gather() is None
+    batcher = FrameBatcher(src.poll, size=8, deadline_s=0.05, decode_pool=pool, idle_s=0.2, clock=src.clock)
+    assert batcher.gather() is None
     assert src.calls == [(8, 0.2)]
 
 

@@ -118,14 +118,17 @@ class FrameBatcher:
         first = self._poll(self.size, self._idle_s)
         if not first:
             return None
-        items = [(r, self._pool.submit(decode_image, r.record.jpeg)) for r in first]
+        items = self._decoding(first)
         until = self._clock() + self.deadline_s
         while len(items) < self.size:
             left = until - self._clock()
             if left <= 0:
                 break
-            items += [(r, self._pool.submit(decode_image, r.record.jpeg)) for r in self._poll(self.size - len(items), left)]
+            items += self._decoding(self._poll(self.size - len(items), left))
         return Gathered(items)
+
+    def _decoding(self, records: list[Received[Frame]]) -> list[tuple[Received[Frame], Future[np.ndarray]]]:
+        return [(r, self._pool.submit(decode_image, r.record.jpeg)) for r in records]
 
 
 @dataclass
