@@ -187,3 +187,32 @@ def test_a_reader_failure_commits_neither_its_batch_nor_the_ones_after(settings,
         worker.run(threading.Event())
     assert worker.stats.frames == 4  # batch 2 was gathered and started behind the failing one
     assert _committed(settings, group, topic, 1) == 0
+
+
+def test_a_partition_revoked_while_its_batch_was_read_is_not_committed(settings, unique) -> None:
+    from concurrent.futures import Future
+
+    from alpr.recognition.worker import InFlight
+
+    class Msg:
+        def __init__(self, partition: int, offset: int) -> None:
+            self._p, self._o = partition, offset
+
+        def topic(self) -> str:
+            return "frames"
+
+        def partition(self) -> int:
+            return self._p
+
+        def offset(self) -> int:
+            return self._o
+
+    worker = RecognitionWorker(settings, _GatedReader(), group=f"g-{unique}", frames_topic=f"none-{unique}")
+    committed: list = []
+    worker.consumer.commit_through = lambda messages: committed.extend((m.partition(), m.offset()) for m in messages)
+    worker.consumer.assigned = {("frames", 0)}  # partition 1 moved to another worker mid-batch
+    done: Future = Future()
+    done.set_result(([], 0.0))
+    worker._finish(InFlight([Msg(0, 5), Msg(1, 7), Msg(0, 6)], [], [], done))
+    worker.consumer.close()
+    assert committed == [(0, 5), (0, 6)] and worker.stats.frames_done == 3

@@ -233,7 +233,11 @@ class RecognitionWorker:
         """Publish a batch's reads, wait for the broker to acknowledge them, then commit its offsets."""
         self._publish(batch)
         self.publisher.flush()  # raises DeliveryFailed: then nothing of this batch is committed
-        self.consumer.commit_through(batch.messages)
+        # A rebalance can run while a batch is in flight (partitions move inside a poll). A
+        # partition taken from this worker is not committed: its new owner reads those frames
+        # again (same read ids, stored once) rather than have its own commit overwritten.
+        owned = [m for m in batch.messages if (m.topic(), m.partition()) in self.consumer.assigned]
+        self.consumer.commit_through(owned)
         self.stats.frames_done += len(batch.messages)
 
     def _publish(self, batch: InFlight) -> list[PlateRead]:
