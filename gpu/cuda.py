@@ -20,6 +20,7 @@ to the CPU quietly (ONNX Runtime itself would, if the CUDA libraries fail to loa
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import warnings
@@ -103,6 +104,23 @@ def check_available() -> None:
         raise BackendUnavailable(f"no CUDA GPU is visible to this process ({err}); the cuda backend needs one")
 
 
+class _PinnedHost:
+    """A page-locked host buffer, grown on demand: where device outputs are copied back to."""
+
+    def __init__(self, cudart: Any) -> None:
+        self._cudart, self.nbytes, self.host = cudart, 0, 0
+
+    def ensure(self, nbytes: int) -> None:
+        if nbytes > self.nbytes:
+            if self.nbytes:
+                _check(self._cudart.cudaFreeHost(self.host))
+            self.host, self.nbytes = _check(self._cudart.cudaMallocHost(nbytes)), nbytes
+
+    def array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        count = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        return np.frombuffer((ctypes.c_uint8 * count).from_address(int(self.host)), dtype=dtype).reshape(shape)
+
+
 class _Session:
     """One model's session, its input dtype and its reusable staging buffers."""
 
@@ -112,7 +130,7 @@ class _Session:
         self.output_names = [o.name for o in session.get_outputs()]
         self.dtype = input_dtype(session)
         self.staged_in = _Buffer(cudart)  # pinned host + device, grown to the largest batch seen
-        self.staged_out = {name: _Buffer(cudart) for name in self.output_names}  # pinned host side used
+        self.staged_out = {name: _PinnedHost(cudart) for name in self.output_names}
         self.binding = session.io_binding()
 
 
@@ -120,6 +138,7 @@ class CudaBackend:
     """Runs the reader's models with ONNX Runtime on one GPU: FP16, pinned buffers, one stream."""
 
     name = "cuda"
+    _memory = "cuda"  # where inputs are bound and outputs allocated (a CPU test double says "cpu")
 
     def __init__(
         self,
@@ -159,16 +178,18 @@ class CudaBackend:
             "cudnn_conv_use_max_workspace": "1",
         }
 
+    def _providers(self) -> list:
+        return [(PROVIDER, self._provider_options()), "CPUExecutionProvider"]
+
     def _session(self, model: ModelFile) -> _Session:
         if model.name not in self._sessions:
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             session = ort.InferenceSession(
-                session_graph(model, self.precision),
-                sess_options=options,
-                providers=[(PROVIDER, self._provider_options()), "CPUExecutionProvider"],
+                session_graph(model, self.precision), sess_options=options, providers=self._providers()
             )
-            if PROVIDER not in session.get_providers():  # ORT falls back to the CPU when CUDA fails to load
+            # ONNX Runtime falls back to the CPU when the CUDA provider fails to load: refuse instead.
+            if self._providers()[0][0] not in session.get_providers():
                 raise BackendUnavailable(f"{model.name}: ONNX Runtime could not start {PROVIDER} ({INSTALL_HINT})")
             self._sessions[model.name] = _Session(session, self._cudart)
             log.info("cuda session for %s (%s) on device %d", model.name, self.precision, self._device)
@@ -201,10 +222,10 @@ class CudaBackend:
         s.binding.clear_binding_inputs()
         s.binding.clear_binding_outputs()
         s.binding.bind_input(
-            s.input_name, "cuda", self._device, s.dtype.type, list(batch.shape), int(s.staged_in.device)
+            s.input_name, self._memory, self._device, s.dtype.type, list(batch.shape), int(s.staged_in.device)
         )
         for name in s.output_names:
-            s.binding.bind_output(name, "cuda", self._device)  # ORT allocates from its arena: shapes are dynamic
+            s.binding.bind_output(name, self._memory, self._device)  # ORT allocates from its arena: shapes are dynamic
         s.session.run_with_iobinding(s.binding)
         results = []
         pending = []
@@ -218,5 +239,5 @@ class CudaBackend:
             pending.append((staged, shape, dtype))
         _check(cudart.cudaStreamSynchronize(self._stream))
         for staged, shape, dtype in pending:
-            results.append(staged.host_array(shape, dtype).astype(np.float32))  # shared decoders expect float32
+            results.append(staged.array(shape, dtype).astype(np.float32))  # shared decoders expect float32
         return results

@@ -93,3 +93,75 @@ def test_fp16_recognizer_reads_what_fp32_reads_on_eu_plates() -> None:
         ra, rb = fold.decode(a), fold.decode(b)
         assert ra.text == rb.text and len(ra.text) >= 4
         assert np.allclose(ra.confidences, rb.confidences, atol=0.02)
+
+
+class _HostCudart:
+    """cuda-python's runtime calls the backend makes, over host memory: copies are memmoves."""
+
+    cudaStreamNonBlocking = 1
+
+    class cudaMemcpyKind:  # noqa: N801 - cuda-python's name
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, object] = {}
+        self.copies: list[tuple[int, int]] = []
+
+    def _alloc(self, nbytes: int):
+        import ctypes
+
+        block = ctypes.create_string_buffer(nbytes)
+        self.blocks[ctypes.addressof(block)] = block
+        return 0, ctypes.addressof(block)
+
+    cudaMallocHost = cudaMalloc = _alloc
+
+    def cudaFreeHost(self, ptr):  # noqa: N802
+        self.blocks.pop(int(ptr))
+        return (0,)
+
+    cudaFree = cudaFreeHost
+
+    def cudaSetDevice(self, device):  # noqa: N802
+        return (0,)
+
+    def cudaStreamCreateWithFlags(self, flags):  # noqa: N802
+        return 0, 7
+
+    def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):  # noqa: N802
+        import ctypes
+
+        assert stream == 7, "every copy goes on the backend's own stream"
+        ctypes.memmove(int(dst), int(src), nbytes)
+        self.copies.append((kind, nbytes))
+        return (0,)
+
+    def cudaStreamSynchronize(self, stream):  # noqa: N802
+        return (0,)
+
+
+def test_staging_path_gives_the_graphs_outputs_for_every_batch_size(monkeypatch) -> None:
+    """The backend's own work (pinned staging, FP16 cast, I/O binding, copy back, float32 out)
+    run with host memory standing in for the device: outputs equal a plain session's."""
+    fake = _HostCudart()
+    monkeypatch.setattr(cuda, "check_available", lambda: None)
+    monkeypatch.setattr(cuda, "_import_cudart", lambda: fake)
+
+    class OnHost(cuda.CudaBackend):
+        _memory = "cpu"
+
+        def _providers(self) -> list:
+            return [("CPUExecutionProvider", {})]
+
+    backend = OnHost(recognizer_batch=8)
+    plain = ort.InferenceSession(cuda.session_graph(RECOGNIZER, "fp16"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(5)
+    for n in (2, 8, 1, 8):  # buffers grow, then are reused
+        batch = rng.uniform(-1, 1, size=(n, 3, 48, 320)).astype(np.float32)
+        (got,) = backend.run(RECOGNIZER, batch)
+        (want,) = plain.run(None, {"x": batch.astype(np.float16)})
+        assert got.dtype == np.float32 and np.array_equal(got, want.astype(np.float32))
+    assert {kind for kind, _ in fake.copies} == {1, 2}
+    assert fake.copies[0] == (1, 2 * 3 * 48 * 320 * 2)  # FP16 on the wire: 2 bytes per value
+    with pytest.raises(ValueError, match="exceeds"):
+        backend.run(RECOGNIZER, np.zeros((9, 3, 48, 320), np.float32))
