@@ -216,3 +216,45 @@ def test_a_partition_revoked_while_its_batch_was_read_is_not_committed(settings,
     worker._finish(InFlight([Msg(0, 5), Msg(1, 7), Msg(0, 6)], [], [], done))
     worker.consumer.close()
     assert committed == [(0, 5), (0, 6)] and worker.stats.frames_done == 3
+
+
+@pytest.mark.timeout(180)
+def test_with_two_batches_in_the_reader_a_faster_later_one_waits_for_the_earlier(settings, codec, unique) -> None:
+    """inference_threads=2: batch 2 is read while batch 1 is still held, yet nothing is published
+    or committed past batch 1 until it is done, and reads leave in frame order."""
+    from alpr.schemas import PlateRead
+    from tests.conftest import drain
+    from tests.test_recognition import _publish_frames
+
+    class FirstHeld(_GatedReader):
+        def read_batch(self, images):
+            self.calls += 1
+            call = self.calls
+            if call == 1:
+                assert self.gate.wait(60), "test never opened the gate"
+            found = self.real.read_batch(images)
+            self.sizes.append((call, len(images)))
+            return found
+
+    topic, reads = make_topic(settings, f"frames-{unique}"), make_topic(settings, f"reads-{unique}")
+    group = f"g-{unique}"
+    plates = DEMO_PLATES[:4]
+    _publish_frames(settings, codec, topic, [car_frame(p, i, 0.5) for i, p in enumerate(plates)])
+    reader = FirstHeld()
+    worker = RecognitionWorker(settings, reader, batch_size=2, deadline_ms=2000, group=group, frames_topic=topic,
+                               reads_topic=reads, inference_threads=2, dedup_window_s=0)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert _until(lambda: (2, 2) in reader.sizes), "batch 2 was not read while batch 1 was held"
+        assert worker.stats.frames_done == 0 and _committed(settings, group, topic, 1) == 0
+        assert drain(settings, reads, 1, timeout=1) == []
+        reader.gate.set()
+        assert _until(lambda: _committed(settings, group, topic, 1) == 4)
+    finally:
+        reader.gate.set()
+        stop.set()
+        thread.join(30)
+    got = [codec.decode(m.value(), PlateRead) for m in drain(settings, reads, 4, timeout=10)]
+    assert [r.plate for r in got] == list(plates)  # frame order, though batch 2 was read first
