@@ -217,6 +217,51 @@ def host_costs(reader: PlateReader, jpegs: list[bytes], batch: int) -> dict:
             "host_cores_at_1000_fps": round((decode_s * per + host_ms), 1)}
 
 
+def precision_parity(folder: Path, precision: str) -> dict:
+    """The CUDA backend's graphs at `precision`, run on the CPU, against the FP32 CPU reader on a
+    labelled set (both with square inputs, as the GPU backends pad): same plates per image,
+    largest confidence difference, and exact reads of each against the labels."""
+    import onnxruntime as ort
+
+    from alpr.gpu import cuda
+    from alpr.gpu.backends import OnnxRuntimeBackend
+
+    class CpuTwin(OnnxRuntimeBackend):
+        def _session(self, model):
+            if model.name not in self._sessions:
+                self._sessions[model.name] = ort.InferenceSession(
+                    cuda.session_graph(model, precision), sess_options=self._options,
+                    providers=["CPUExecutionProvider"])
+            return self._sessions[model.name]
+
+        def run(self, model, batch):
+            session = self._session(model)
+            dtype = cuda.input_dtype(session)
+            return [o.astype(np.float32) for o in session.run(None, {session.get_inputs()[0].name: batch.astype(dtype)})]
+
+    full, twin = OnnxRuntimeBackend(), CpuTwin()
+    full.square_inputs = twin.square_inputs = True
+    region = next((r for r in ("eu", "br", "us") if folder.name.endswith(f"-{r}")), "any")
+    a, b = PlateReader(full, ReaderSettings(region=region)), PlateReader(twin, ReaderSettings(region=region))
+    same = exact_a = exact_b = 0
+    worst, different = 0.0, []
+    paths = sorted(folder.glob("*.jpg"))
+    for path in paths:
+        image = cv2.imread(str(path))
+        label = path.with_suffix(".txt").read_text().split("\t")[5].strip().upper()
+        ra, rb = a.read(image), b.read(image)
+        exact_a += label in {r.text for r in ra}
+        exact_b += label in {r.text for r in rb}
+        if [r.text for r in ra] == [r.text for r in rb]:
+            same += 1
+            worst = max([worst] + [abs(x.confidence - y.confidence) for x, y in zip(ra, rb)])
+        else:
+            different.append(path.name)
+    return {"set": folder.name, "precision": precision, "images": len(paths), "same_plates": same,
+            "different": different, "max_confidence_diff": round(worst, 4),
+            "exact_fp32": exact_a, f"exact_{precision}": exact_b}
+
+
 def run_through_kafka(reader: PlateReader, jpegs: list[bytes], batch: int, partitions: int, decode_threads: int,
                       inference_threads: int) -> dict:
     """Frames through a real broker and a RecognitionWorker: publish, then time the worker."""
@@ -294,8 +339,15 @@ def main() -> None:
                         help="onnxruntime backend: pad frames square as the GPU backends do (host costs comparable)")
     parser.add_argument("--images", type=Path, default=None,
                         help="real scenes to use (letterboxed to 1280x720) instead of generated ones")
+    parser.add_argument("--parity", type=Path, default=None,
+                        help="only compare the cuda backend's graphs at --precision with FP32, on the CPU, on this set")
     parser.add_argument("--host-costs-only", action="store_true", help="only the per-frame host cost pass")
     args = parser.parse_args()
+    if args.parity:
+        print(json.dumps({"date": date.today().isoformat(),
+                          "command": " ".join([".venv/bin/python", "bench/gpu.py", *sys.argv[1:]]),
+                          **precision_parity(args.parity, args.precision)}))
+        return
     sizes = [int(v) for v in args.batch_sizes.split(",")]
     options = {"max_batch": max(sizes), "precision": args.precision} if args.backend == "cuda" else {}
     if args.backend == "tensorrt":

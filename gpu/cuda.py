@@ -32,7 +32,7 @@ import onnx
 import onnxruntime as ort
 
 from alpr.gpu.backends import BackendUnavailable
-from alpr.gpu.models import RECOGNIZER, ModelFile
+from alpr.gpu.models import RECOGNIZER, TEXT_DETECTOR, ModelFile
 from alpr.gpu.tensorrt_engine import _Buffer, _check
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,52 @@ INSTALL_HINT = (
 )
 # fp16: FP16 for the models in HALF_SAFE; fp16-all: every model (to re-check the others on a GPU); fp32: none.
 Precision = Literal["fp16", "fp16-all", "fp32"]
-# Measured on the CPU (ONNX Runtime 1.32, FP16 kernels) on EU frames: the FP16 recognizer read what
-# FP32 read, while the FP16 text detector's probability map was off by up to 1.0 (27,341 pixels over
-# the line threshold instead of 3,843 on eu10.jpg) and its plate line was lost, whichever op kinds
-# were kept in FP32. So the text detector stays FP32 (TF32 convolutions on an H100) until
-# `bench/gpu.py --precision fp16-all` and the parity test show it reading the same on a GPU.
-HALF_SAFE = frozenset({RECOGNIZER.name})
+# Measured on the CPU (ONNX Runtime 1.32, FP16 kernels) on EU frames: both PP-OCRv4 models read what
+# FP32 reads once the text detector's batch norms are folded (fold_batch_norms); converted as
+# shipped, its probability map was off by up to 1.0 and eu10.jpg's plate line was lost.
+HALF_SAFE = frozenset({RECOGNIZER.name, TEXT_DETECTOR.name})
 _ORT_DTYPES = {"tensor(float16)": np.dtype(np.float16), "tensor(float)": np.dtype(np.float32)}
+
+
+def fold_batch_norms(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Each BatchNormalization with constant parameters -> Mul and Add by constants computed in FP64.
+
+    Why: the text detector's head has a BatchNormalization whose running variance reaches
+    9.8e7, beyond FP16's largest value (65,504); converted to FP16 it is clipped, and that
+    layer's output goes wrong by a factor of ~30. Scale gamma/sqrt(var+eps) and shift
+    beta-mean*scale are small numbers FP16 holds. Same function in FP32, to rounding.
+    """
+    from onnx import numpy_helper
+
+    known = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            known[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    nodes, added = [], []
+    for node in model.graph.node:
+        params = list(node.input[1:5])
+        if node.op_type != "BatchNormalization" or len(node.output) != 1 or not all(p in known for p in params):
+            nodes.append(node)
+            continue
+        gamma, beta, mean, var = (known[p].astype(np.float64) for p in params)
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        scale = gamma / np.sqrt(var + eps)
+        shift = beta - mean * scale
+        shape = (1, -1, 1, 1)  # NCHW: one value per channel
+        names = (f"{node.output[0]}__bn_scale", f"{node.output[0]}__bn_shift", f"{node.output[0]}__bn_scaled")
+        added += [numpy_helper.from_array(scale.reshape(shape).astype(np.float32), names[0]),
+                  numpy_helper.from_array(shift.reshape(shape).astype(np.float32), names[1])]
+        nodes += [onnx.helper.make_node("Mul", [node.input[0], names[0]], [names[2]]),
+                  onnx.helper.make_node("Add", [names[2], names[1]], [node.output[0]])]
+    # Drop what fed only the folded nodes, so no FP16 copy of a clipped variance is left behind.
+    used = {i for n in nodes for i in n.input} | {o.name for o in model.graph.output}
+    kept = [n for n in nodes if n.op_type != "Constant" or n.output[0] in used]
+    initializers = [i for i in model.graph.initializer if i.name in used] + added
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(initializers)
+    return model
 
 
 @cache
@@ -67,7 +106,7 @@ def session_graph(model: ModelFile, precision: Precision) -> bytes:
 
         with warnings.catch_warnings():  # it warns about every constant clipped to FP16's range
             warnings.simplefilter("ignore")
-            graph = convert_float_to_float16(graph, keep_io_types=False)
+            graph = convert_float_to_float16(fold_batch_norms(graph), keep_io_types=False)
     return graph.SerializeToString()
 
 

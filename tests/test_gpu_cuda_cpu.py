@@ -49,12 +49,36 @@ def _input_type(graph: bytes) -> int:
     return onnx.load_from_string(graph).graph.input[0].type.tensor_type.elem_type
 
 
-def test_fp16_converts_the_recognizer_and_keeps_the_text_detector_fp32() -> None:
+def test_fp16_converts_both_ppocr_models_and_fp32_none() -> None:
     half, single = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
     assert _input_type(cuda.session_graph(RECOGNIZER, "fp16")) == half
-    assert _input_type(cuda.session_graph(TEXT_DETECTOR, "fp16")) == single  # measured: FP16 loses lines
-    assert _input_type(cuda.session_graph(TEXT_DETECTOR, "fp16-all")) == half
+    assert _input_type(cuda.session_graph(TEXT_DETECTOR, "fp16")) == half
     assert _input_type(cuda.session_graph(RECOGNIZER, "fp32")) == single
+    assert _input_type(cuda.session_graph(TEXT_DETECTOR, "fp32")) == single
+
+
+@pytest.mark.skipif(not EU.is_dir(), reason="EU set not present")
+def test_folded_batch_norms_keep_the_fp16_text_detector_on_the_plate_line() -> None:
+    """Without the fold a batch norm's variance (9.8e7) is clipped to FP16's 65,504 and the map goes wrong."""
+    import warnings
+
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from alpr.gpu import textlines
+
+    image = cv2.imread(str(EU / "eu10.jpg"))
+    x, _ = textlines.prepare(image, 736, True)
+    (want,) = ort.InferenceSession(cuda.session_graph(TEXT_DETECTOR, "fp32"), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x[None]})
+    (folded,) = ort.InferenceSession(cuda.session_graph(TEXT_DETECTOR, "fp16"), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x[None].astype(np.float16)})
+    assert np.abs(folded.astype(np.float32) - want).max() < 0.15
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        unfolded = convert_float_to_float16(TEXT_DETECTOR.graph(), keep_io_types=False)
+    (wrong,) = ort.InferenceSession(unfolded.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x[None].astype(np.float16)})
+    assert np.abs(wrong.astype(np.float32) - want).max() > 0.5  # the failure the fold exists for
 
 
 def test_the_shipped_fp16_detector_is_left_as_it_is() -> None:
@@ -93,6 +117,34 @@ def test_fp16_recognizer_reads_what_fp32_reads_on_eu_plates() -> None:
         ra, rb = fold.decode(a), fold.decode(b)
         assert ra.text == rb.text and len(ra.text) >= 4
         assert np.allclose(ra.confidences, rb.confidences, atol=0.02)
+
+
+@pytest.mark.skipif(not EU.is_dir(), reason="EU set not present")
+def test_fp16_reader_reads_the_same_plates_as_fp32_on_eu_scenes() -> None:
+    """Whole frames through both FP16 graphs (the CUDA backend's), on the CPU: same plates."""
+    from alpr.gpu.backends import OnnxRuntimeBackend
+    from alpr.gpu.reader import PlateReader, ReaderSettings
+
+    class Fp16OnCpu(OnnxRuntimeBackend):
+        def _session(self, model):
+            if model.name not in self._sessions:
+                self._sessions[model.name] = ort.InferenceSession(
+                    cuda.session_graph(model, "fp16"), sess_options=self._options, providers=["CPUExecutionProvider"])
+            return self._sessions[model.name]
+
+        def run(self, model, batch):
+            session = self._session(model)
+            dtype = cuda.input_dtype(session)
+            return [o.astype(np.float32) for o in session.run(None, {session.get_inputs()[0].name: batch.astype(dtype)})]
+
+    full, half = OnnxRuntimeBackend(), Fp16OnCpu()
+    full.square_inputs = half.square_inputs = True  # the GPU backends' input shapes
+    settings = ReaderSettings(region="eu")
+    a, b = PlateReader(full, settings), PlateReader(half, settings)
+    images = [cv2.imread(str(p)) for p in sorted(EU.glob("*.jpg"))[:6]]
+    for want, got in zip(a.read_batch(images), b.read_batch(images)):
+        assert [r.text for r in want] == [r.text for r in got]
+        assert np.allclose([r.confidence for r in want], [r.confidence for r in got], atol=0.01)
 
 
 class _HostCudart:
