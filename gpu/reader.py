@@ -270,6 +270,10 @@ def open_reader(
         from alpr.gpu.tensorrt_engine import TensorRTBackend
 
         engine = TensorRTBackend(**kw)  # type: ignore[arg-type]
+    elif backend == "cuda":
+        from alpr.gpu.cuda import CudaBackend
+
+        engine = CudaBackend(**kw)  # type: ignore[arg-type]
     else:
         raise BackendUnavailable(f"unknown backend {backend!r}; choose 'onnxruntime' or 'tensorrt'")
     return PlateReader(engine, settings)

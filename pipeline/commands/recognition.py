@@ -11,6 +11,8 @@ import click
 from alpr.core.errors import AlprError, ConfigError
 from alpr.core.settings import settings
 
+BACKENDS = ["onnxruntime", "cuda", "tensorrt"]
+
 
 def open_reader_or_fail(backend: str, threads: int):
     from alpr.gpu import BackendUnavailable, open_reader
@@ -68,11 +70,13 @@ def camera_cmd(config_path, camera_id, agency, source, lat, lon, heading, max_fp
 
 
 @click.command("worker")
-@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True)
-@click.option("--batch-size", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True,
+              help="onnxruntime: CPU; cuda: ONNX Runtime on an NVIDIA GPU (.[gpu]); tensorrt: the GPU image's engines.")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=None,
+              help="Most frames per batch  [default: ALPR_WORKER_BATCH_FRAMES]")
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
               help="CPU threads for ONNX Runtime; run one worker per core rather than more threads.")
-def worker_cmd(backend: str, batch_size: int, threads: int) -> None:
+def worker_cmd(backend: str, batch_size: int | None, threads: int) -> None:
     """Read plates from frames and publish reads (one member of the recognition group)."""
     from alpr.core import kafka
     from alpr.recognition.worker import RecognitionWorker
@@ -96,7 +100,7 @@ def worker_cmd(backend: str, batch_size: int, threads: int) -> None:
 @click.command("read")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image per line.")
-@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True)
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True)
 def read_cmd(images: tuple[Path, ...], as_json: bool, backend: str, threads: int) -> None:
     """Read the plates in image files. A file that cannot be read gets an error object; the rest still run."""

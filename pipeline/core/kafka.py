@@ -231,6 +231,21 @@ class RecordConsumer(Generic[R]):
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 raise
 
+    def commit_through(self, messages: list[Message]) -> None:
+        """Commit each partition up to and including the latest of `messages`, nothing beyond.
+
+        For a consumer with batches in flight: what was fetched after these messages is not
+        committed with them (commit() would commit it). Call after their outputs are flushed.
+        """
+        from confluent_kafka import TopicPartition
+
+        ends: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            key = (msg.topic(), msg.partition())
+            ends[key] = max(ends.get(key, -1), msg.offset() + 1)  # a committed offset names the next record
+        if ends:
+            self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()], asynchronous=False)
+
     def close(self) -> None:
         self._consumer.close()  # leaves the group at once, so partitions move without waiting a session timeout
 

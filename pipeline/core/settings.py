@@ -140,6 +140,19 @@ class Settings(BaseSettings):
         description="Folder of built TensorRT engines, keyed by model, GPU and TensorRT version; mount a volume "
                     "here so a pod does not rebuild them on every start.")
 
+    # --- Recognition workers: batching (sized for the backend; the GPU deployment raises them)
+    worker_batch_frames: int = Field(
+        8, ge=1, le=1024,
+        description="Most frames one worker batch gathers across its partitions (a GPU wants 32-128; a CPU core 8).")
+    worker_batch_deadline_ms: float = Field(
+        50.0, ge=0, le=5000,
+        description="Longest a batch waits for more frames after its first one arrived (bounds added latency).")
+    worker_decode_threads: int = Field(
+        2, ge=1, le=64, description="Threads decoding JPEG frames while the batch fills (off the inference path).")
+    worker_inference_threads: int = Field(
+        1, ge=1, le=8,
+        description="Batches read at once: 2 lets one batch's CPU stages overlap the next batch's GPU work.")
+
     # --- Logs
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Minimum log level.")
     log_format: Literal["text", "json"] = Field("text", description="text for people, json for collectors.")
