@@ -15,7 +15,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-PLATE_RE = re.compile(r"^[A-Z0-9]{1,10}$")
+PLATE_RE = re.compile(r"^[A-Z0-9]{1,10}\Z")
 
 
 def _utc(value: datetime) -> datetime:
@@ -271,7 +271,7 @@ class UserRole(str, Enum):
     ADMINISTRATOR = "ADMINISTRATOR"
 
 
-USER_NAME_RE = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
+USER_NAME_RE = re.compile(r"^[a-z][a-z0-9._-]{1,63}\Z")
 
 
 def _user_name(value: str) -> str:

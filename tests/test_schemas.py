@@ -125,3 +125,10 @@ def test_valid_avro_but_invalid_record_refused(codec: Codec) -> None:
 def test_confluent_framing_without_registry_refused(codec: Codec) -> None:
     with pytest.raises(UndecodableRecord, match="framing"):
         codec.decode(b"\x00" + struct.pack(">I", 1) + b"\x02", PlateRead)
+
+
+@pytest.mark.parametrize("plate", ["AB12\n", "AB12\r\n", "ab12", "AB 12", ""])
+def test_a_plate_with_a_trailing_newline_or_other_junk_is_refused(plate) -> None:
+    """Python's `$` matches before a final newline; every allow-list pattern ends at `\\Z` instead."""
+    with pytest.raises(ValueError):
+        PlateRead.model_validate({**records.read().model_dump(), "plate": plate})

@@ -179,10 +179,10 @@ MAX_QUERY_CHARS = 100_000   # a query text, not data
 MAX_NESTING = 32            # brackets deep; sqlglot's recursive parser fails near 50
 MAX_NODES = 20_000          # syntax-tree nodes after parsing
 MAX_TABLE_SOURCES = 8       # table references in one query (there are two tables an analyst may read)
-_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PRINTABLE_NAME = re.compile(r"^[\x20-\x7e]+$")
+_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_PRINTABLE_NAME = re.compile(r"^[\x20-\x7e]+\Z")
 _CALL = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*\(")
-_CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:#-]{1,63}$")
+_CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:#-]{1,63}\Z")
 MIN_PURPOSE_CHARS = 5
 MIN_PURPOSE_CHARS_WITHOUT_CASE = 20
 # Statements refused by their first word, before parsing, so the refusal says what was refused.

@@ -41,8 +41,8 @@ log = get_log(__name__)
 
 COLUMNS = ("plate", "state", "reason", "source", "case_number", "expires")
 OPTIONAL_COLUMNS = ("notes",)
-STATE_RE = re.compile(r"^[A-Z]{2,3}$")
-RAW_PLATE_RE = re.compile(r"^[A-Za-z0-9 -]+$")  # spaces and dashes are dropped; anything else is an error
+STATE_RE = re.compile(r"^[A-Z]{2,3}\Z")
+RAW_PLATE_RE = re.compile(r"^[A-Za-z0-9 -]+\Z")  # spaces and dashes are dropped; anything else is an error
 # Characters a plate reader mistakes for one another; one substitution makes a POSSIBLE match.
 CONFUSABLE_GROUPS = ("0OQD", "1I", "8B", "5S", "2Z", "6G")
 CONFUSABLE: dict[str, str] = {c: g.replace(c, "") for g in CONFUSABLE_GROUPS for c in g}

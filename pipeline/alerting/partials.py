@@ -31,7 +31,7 @@ from alpr.schemas import Codec, PartialPlate, UndecodableRecord
 log = get_log(__name__)
 GRAM = 3             # longest literal piece a pattern is filed under
 MIN_LITERALS = 2     # a pattern naming fewer known characters would match far too many plates
-_PATTERN_RE = re.compile(r"^[A-Z0-9?*]{1,16}$")
+_PATTERN_RE = re.compile(r"^[A-Z0-9?*]{1,16}\Z")
 
 
 def normalize_pattern(text: str) -> str:

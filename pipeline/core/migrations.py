@@ -19,7 +19,7 @@ from alpr.core.settings import Settings
 from alpr.core.store import Store, StoreError
 
 log = get_log(__name__)
-_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql\Z")
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ from alpr.core.settings import Settings
 from alpr.core.store import Store, StoreError
 
 log = get_log(__name__)
-_TABLE = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
-_FORMAT = re.compile(r"^[A-Za-z]+$")
+_TABLE = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*\Z")
+_FORMAT = re.compile(r"^[A-Za-z]+\Z")
 MAX_BODY = 256 * 1024 * 1024  # an Arrow batch of held_reads or holds is far smaller
 
 
