@@ -77,8 +77,19 @@ class EmbeddedStore(Store):
             try:
                 result = self._session.query(sql, fmt)
             except Exception as exc:
+                self._renew_session()
                 raise StoreError(str(exc)) from None
         return result.bytes() if result is not None else b""
+
+    def _renew_session(self) -> None:
+        """After a failed statement chDB may keep its partial output buffered and hand it to the
+        next query on the session (a sink's duplicate check, a purge's count): start a clean one."""
+        from chdb import session
+
+        try:
+            self._session.close()
+        finally:
+            self._session = session.Session(str(self.path))
 
     def query_isolated(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
         """A fresh chDB connection on the same engine for this one statement, closed after.
@@ -108,6 +119,7 @@ class EmbeddedStore(Store):
             try:
                 self._session.query(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM Python(_alpr_rows)")
             except Exception as exc:
+                self._renew_session()
                 raise StoreError(str(exc)) from None
 
     def close(self) -> None:
