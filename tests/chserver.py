@@ -1,6 +1,6 @@
 """A stand-in for a ClickHouse server's HTTP interface, answered by chDB, that records every request.
 
-No ClickHouse server can run here (see /work/shared/ENGINEERING-NOTES.md), and chDB
+No ClickHouse server can run here (see ../shared/ENGINEERING-NOTES.md), and chDB
 does not serve HTTP. This is the smallest faithful bridge: each request the server
 path (`ServerStore`, i.e. clickhouse-connect) sends is recorded exactly (method, URL
 parameters, headers, body) and then executed by the ClickHouse engine inside chDB:
