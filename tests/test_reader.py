@@ -75,7 +75,9 @@ def test_read_batch_keeps_image_order_and_empty_frames(reader) -> None:
 
 
 def test_default_reader_reads_text_lines_that_fit_a_plate_format(reader) -> None:
-    assert reader.read(scene("HELLO")) == []  # legible, but no plate format fits and no EU band
+    assert reader.read(scene("TEXAS")) == []  # legible, but a state name, not a plate (region us)
+    eu = open_reader("onnxruntime", settings=ReaderSettings(region="eu"))
+    assert eu.read(scene("HELLO")) == []  # no EU plate format fits and no EU band
 
 
 def test_default_reader_loads_no_agpl_model(reader) -> None:
@@ -88,7 +90,7 @@ def test_default_reader_loads_no_agpl_model(reader) -> None:
 
 def test_model_version_names_the_models_and_the_region(reader) -> None:
     assert reader.model_version.startswith("ppocrv4-rapidocr-1.4.4+")
-    assert reader.model_version.endswith("-any")
+    assert reader.model_version.endswith("-us")  # the default region: the users' plates
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,11 @@ from alpr.core.settings import settings
 
 
 def open_reader_or_fail(backend: str, threads: int):
-    from alpr.gpu import BackendUnavailable, open_reader
+    """A reader with the deployment's plate region (ALPR_PLATE_REGION) on the named backend."""
+    from alpr.gpu import BackendUnavailable, ReaderSettings, open_reader
 
     try:
-        return open_reader(backend, threads=threads)
+        return open_reader(backend, threads=threads, settings=ReaderSettings(region=settings().plate_region))
     except BackendUnavailable as exc:
         raise ConfigError(str(exc)) from None
 
