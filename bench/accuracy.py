@@ -1,19 +1,23 @@
-"""Accuracy benchmark: read the OpenALPR end-to-end sets and score the reader.
+"""Accuracy benchmark: read the OpenALPR end-to-end sets and US plate crops, and score the reader.
 
-Per set: exact whole-plate match (the labelled plate is among an image's reads), detection
+Per end-to-end set: exact whole-plate match (the labelled plate is among an image's reads), detection
 recall (a returned box with IoU >= 0.5 against the labelled box), character accuracy
 (1 - edit distance / label length against the best-matching read, floored at 0), time in
 PlateReader.read per image (wall clock and process CPU time, median and p90), and why the
 misses missed. Prints error classes and image positions (set#n), never plate text: some sets name
-their images by the plate.
+their images by the plate. A crop set (a folder with labels.csv: file,state,plate) is scored on
+PlateReader.read_plates (the reader's path for a plate detector's crops), exact match overall and
+per state; "detection recall" there is the share of crops with any read. Each set is read with its own region (from the folder
+name: -us, -eu, -br; default us), as OpenALPR's benchmark passes `-c`.
 
-    python bench/accuracy.py [--sets DIR ...] [--backend onnxruntime] [--threads 1] [--region eu|br|any]
-        [--detector text-lines|platedet] [--json OUT]
+    python bench/accuracy.py [--sets DIR ...] [--backend onnxruntime] [--threads 1] [--region us|na|eu|br|any]
+        [--detector text-lines|platedet] [--recognizer ppocrv6|ppocrv4] [--text-size PX] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -29,10 +33,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from alpr.gpu import PlateText, open_reader
+from alpr.gpu.models import RECOGNIZERS
 from alpr.gpu.plates import REGION_FORMATS, best_fit
 from alpr.gpu.reader import PlateReader, ReaderSettings
 
-DEFAULT_SETS = [REPO.parent / "shared" / "datasets" / name for name in ("openalpr-eu", "openalpr-br")]
+DATASETS = REPO.parent / "shared" / "datasets"
+DEFAULT_SETS = [DATASETS / name for name in ("openalpr-us", "openalpr-us-crops", "openalpr-eu", "openalpr-br")]
 IOU_HIT = 0.5
 IOU_NEAR = 0.2  # below this no returned box is even near the plate: a missed detection
 LOOKALIKES = {
@@ -60,8 +66,10 @@ class SetScore:
     cpu_ms: list[float] = field(default_factory=list)  # process CPU time: robust to a busy machine
     errors: Counter[str] = field(default_factory=Counter)
     misses: list[tuple[str, str]] = field(default_factory=list)
+    states: dict[str, list[int]] = field(default_factory=dict)  # crop sets: state -> [exact, crops]
 
     def summary(self) -> dict[str, object]:
+        per_state = {s: round(hit / n, 3) for s, (hit, n) in sorted(self.states.items())}
         return {
             "set": self.name,
             "images": self.images,
@@ -75,6 +83,8 @@ class SetScore:
             "cpu_ms_p90": round(float(np.percentile(self.cpu_ms, 90)), 1),
             "errors": dict(self.errors.most_common()),
             "misses": [{"image": image, "class": cls} for image, cls in self.misses],
+            **({"per_state": per_state, "crops_per_state": {s: n for s, (_, n) in self.states.items()}}
+               if self.states else {}),
         }
 
 
@@ -130,7 +140,41 @@ def classify(label: Label, reads: list[PlateText], formats: tuple[str, ...]) -> 
 
 def region_of(folder: Path) -> str:
     """Plate region a set is read with, as OpenALPR's own benchmark passes `-c eu` / `-c br`."""
-    return next((r for r in REGION_FORMATS if folder.name.endswith(f"-{r}")), "any")
+    name = folder.name.removesuffix("-crops")
+    return next((r for r in REGION_FORMATS if name.endswith(f"-{r}")), "us")
+
+
+def score_crops(reader: PlateReader, folder: Path) -> SetScore:
+    """One tight plate crop per image (labels.csv): exact = the reader's first read is the label."""
+    score = SetScore(folder.name)
+    rows = list(csv.DictReader((folder / "labels.csv").open()))
+    for n, row in enumerate(rows, 1):
+        image = cv2.imread(str(folder / row["file"]))
+        label = Label((0, 0, image.shape[1], image.shape[0]), row["plate"].strip().upper())
+        start, cpu_start = time.perf_counter(), time.process_time()
+        reads = [read for read in reader.read_plates([image]) if read is not None]
+        score.ms.append((time.perf_counter() - start) * 1000)
+        score.cpu_ms.append((time.process_time() - cpu_start) * 1000)
+        score.images += 1
+        score.plates += 1
+        hit = bool(reads) and reads[0].text == label.text
+        score.exact += hit
+        tally = score.states.setdefault(row["state"].lower(), [0, 0])
+        tally[0] += hit
+        tally[1] += 1
+        if not hit:
+            # The crop is the plate: compare the text only (the read's line is inside the crop).
+            where = Label(reads[0].box, label.text) if reads else label
+            cls = classify(where, reads[:1], REGION_FORMATS[reader.settings.region])
+            score.errors[cls] += 1
+            score.misses.append((f"{folder.name}#{n}", cls))
+        score.detected += bool(reads)  # crops: "detection" is a plate read on the crop at all
+        score.stray_reads += max(0, len(reads) - 1)
+        if reads:
+            score.char_accuracy_sum += max(0.0, 1 - edit_distance(reads[0].text, label.text) / len(label.text))
+        if n % 100 == 0 or n == len(rows):
+            print(f"  {folder.name}: {n}/{len(rows)}", file=sys.stderr, flush=True)
+    return score
 
 
 def score_set(reader: PlateReader, folder: Path) -> SetScore:
@@ -177,6 +221,8 @@ def main() -> None:
         default="text-lines",
         help="text-lines (default): Apache-2.0 PP-OCRv4 models only; platedet: opt-in AGPL-3.0 plate detector",
     )
+    parser.add_argument("--recognizer", choices=sorted(RECOGNIZERS), default=ReaderSettings.recognizer)
+    parser.add_argument("--text-size", type=int, default=ReaderSettings.text_size, help="text detector long side")
     parser.add_argument("--text-lines-only", action="store_true", help=argparse.SUPPRESS)  # the old flag: now the default
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
@@ -187,10 +233,16 @@ def main() -> None:
         reader = open_reader(
             args.backend,
             threads=args.threads,
-            settings=ReaderSettings(region=args.region or region_of(folder), plate_detector=args.detector == "platedet"),
+            settings=ReaderSettings(
+                region=args.region or region_of(folder),
+                plate_detector=args.detector == "platedet",
+                recognizer=args.recognizer,
+                text_size=args.text_size,
+            ),
         )
         reader.read(np.zeros((480, 640, 3), dtype=np.uint8))  # warm-up: session creation is not per-image time
-        summary = {"model_version": reader.model_version, **score_set(reader, folder).summary()}
+        scored = score_crops(reader, folder) if (folder / "labels.csv").is_file() else score_set(reader, folder)
+        summary = {"model_version": reader.model_version, **scored.summary()}
         results.append(summary)
         print(
             f"{summary['set']:<14} images {summary['images']:>4}  exact {summary['exact_match']:.3f}  "
@@ -201,12 +253,17 @@ def main() -> None:
         )
         for cls, count in summary["errors"].items():
             print(f"    {count:>3}  {cls}")
+        if "per_state" in summary:
+            counts = summary["crops_per_state"]
+            print("    per state: " + "  ".join(f"{s} {v:.2f} ({counts[s]})" for s, v in summary["per_state"].items()))
     if args.json:
         payload = {
             "backend": args.backend,
             "threads": args.threads,
             "region": args.region,
             "detector": args.detector,
+            "recognizer": args.recognizer,
+            "text_size": args.text_size,
             "sets": results,
         }
         args.json.write_text(json.dumps(payload, indent=2))

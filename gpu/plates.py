@@ -124,6 +124,7 @@ MIN_DIGITS_ONLY = 4  # shorter digit groups are sticker numbers, house numbers, 
 # on the US dev scenes every wrong swap was of a glyph read at >= 0.98, every right one < 0.95.
 VANITY_SWAP_CONFIDENCE = 0.95
 US_LINE_TO_PLATE = (1.05, 1.4)
+US_TEXT_SIZE = 960
 
 
 def swap_limit(region: str) -> float:
@@ -300,6 +301,10 @@ class Region:
     # A plate's box from its character line's box (width, height factors, same centre): US
     # characters fill less of the plate than EU ones (the state name above, a slogan below).
     line_to_plate: tuple[float, float] = (1.0, 1.0)
+    # Long side of the frame fed to the text detector. US plates are small in road scenes: at
+    # 736 the detector proposed the plate's line on 188 of 222 US scenes, at 1280 on 216. EU and
+    # BR plates were read as well at 736 as at 960, for 40% less time.
+    text_size: int = 736
 
     def repair(self, chars: Characters) -> Read:
         return repair(chars, self.formats, self.max_swap_confidence, self.o_as_zero)
@@ -324,4 +329,5 @@ def region(name: str) -> Region:
         eu_band=name in FREE_FORM_REGIONS,
         # Median labelled US plate box over the line box of its read on the US dev scenes.
         line_to_plate=US_LINE_TO_PLATE if vanity else (1.0, 1.0),
+        text_size=US_TEXT_SIZE if vanity else 736,
     )

@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 
+import cv2
 import numpy as np
 
 from alpr.gpu import detect, plates, recognize, textlines
 from alpr.gpu.backends import Backend, BackendUnavailable, OnnxRuntimeBackend
 from alpr.gpu.batching import run_batched
 from alpr.gpu.imaging import crop
-from alpr.gpu.models import DETECTOR, RECOGNIZER, TEXT_DETECTOR, ModelFile
+from alpr.gpu.models import DETECTOR, RECOGNIZERS, TEXT_DETECTOR, ModelFile
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +69,14 @@ class ReaderSettings:
     free_form_confidence: float = 0.8  # lowest character confidence of such a read
     # Regions us/na: lowest character confidence of a read that fits no layout (a vanity plate).
     vanity_confidence: float = 0.8
-    # Long side of the frame fed to the text detector on the default path. US plates are small
-    # in road scenes: at 736 the detector proposed the plate's line on 188 of 222 US scenes, at
-    # 1280 on 216; 960 is the compromise with the per-frame CPU budget.
-    text_size: int = 960
+    # Long side of the frame fed to the text detector on the default path; None: the region's
+    # (plates.Region.text_size: 960 for us/na, where plates are small in road scenes, else 736).
+    text_size: int | None = None
     # Which plate rules apply (plates.REGION_FORMATS keys): us (default: the users' plates),
     # na (US, Canada, Mexico), eu, br, any (eu + br).
     region: str = "us"
+    # Text recognizer (models.RECOGNIZERS): ppocrv6 (PP-OCRv6 small) or ppocrv4.
+    recognizer: str = "ppocrv6"
 
 
 class PlateReader:
@@ -84,18 +86,23 @@ class PlateReader:
         self.backend = backend
         self.settings = settings
         self._region = plates.region(settings.region)  # ValueError for an unknown region
-        dictionary = backend.metadata(RECOGNIZER)["character"].splitlines()
+        if settings.recognizer not in RECOGNIZERS:
+            raise ValueError(f"unknown recognizer {settings.recognizer!r}; known: {sorted(RECOGNIZERS)}")
+        self._recognizer = RECOGNIZERS[settings.recognizer]
+        dictionary = backend.metadata(self._recognizer)["character"].splitlines()
         self._alphabet = recognize.AlphabetFold(dictionary)
         detector = f"platedet-{version('platedet')}+" if settings.plate_detector else ""
         # Reads depend on the region's formats too, so the region is part of the version.
         self.model_version = (
-            f"{detector}ppocrv4-rapidocr-{version('rapidocr-onnxruntime')}+{POSTPROCESS_VERSION}-{settings.region}"
+            f"{detector}{settings.recognizer}-rapidocr-{version(self._recognizer.package)}"
+            f"+{POSTPROCESS_VERSION}-{settings.region}"
         )
 
     @property
     def models(self) -> tuple[ModelFile, ...]:
         """The model files this reader's settings use (each with its license)."""
-        return (DETECTOR, RECOGNIZER, TEXT_DETECTOR) if self.settings.plate_detector else (RECOGNIZER, TEXT_DETECTOR)
+        used = (self._recognizer, TEXT_DETECTOR)
+        return (DETECTOR, *used) if self.settings.plate_detector else used
 
     def read(self, image_bgr: np.ndarray) -> list[PlateText]:
         return self.read_batch([image_bgr])[0]
@@ -107,7 +114,8 @@ class PlateReader:
         settings = self.settings
         results: list[list[PlateText]] = [[] for _ in images]
         if not settings.plate_detector:
-            self._read_text_lines(images, results, list(range(len(images))), settings.text_size)
+            size = settings.text_size or self._region.text_size
+            self._read_text_lines(images, results, list(range(len(images))), size)
             return results
         found = self._detect_at(images, settings.detector_size, settings.retry_min_score)
         strong = [[d for d in dets if d.score >= settings.min_detection_score] for dets in found]
@@ -160,25 +168,12 @@ class PlateReader:
                 if loose is not None and loose.fits_format:
                     reads[n] = loose
         region = self._region
-        free_form = settings.free_form_plates and region.eu_band
         kept: dict[int, list[tuple[tuple[int, int, float], PlateText]]] = {}
         for (index, det), read in zip(boxes, reads):
-            if read is None:
+            rank = self._rank(read, images[index], det.box) if read is not None else 0
+            if read is None or rank == 0:
                 continue
             confidence = float(np.mean(read.confidences))
-            if read.fits_format and not plates.is_surround_text(read.text):
-                rank = 2
-            elif region.vanity and plates.vanity_plausible(read.text, read.confidences, settings.vanity_confidence):
-                rank = 1
-            elif (
-                free_form
-                and plates.FREE_FORM_LENGTH[0] <= len(read.text) <= plates.FREE_FORM_LENGTH[1]
-                and min(read.confidences) >= settings.free_form_confidence
-                and textlines.eu_band(images[index], det.box)
-            ):
-                rank = 1
-            else:
-                continue
             if confidence >= settings.min_text_confidence:
                 ih, iw = images[index].shape[:2]
                 x1, y1, x2, y2 = (round(v) for v in _clip(region.plate_box(det.box), iw, ih))
@@ -190,6 +185,65 @@ class PlateReader:
                     _overlaps(plate.box, other.box) for other in results[index]
                 ):
                     results[index].append(plate)
+
+    def _rank(self, read: plates.Read, image: np.ndarray, line: tuple[float, float, float, float]) -> int:
+        """How plate-like a line's read is: 2 fits a layout of the region, 1 is a plate of no
+        layout (a confident vanity read in us/na, a confident read beside an EU band in eu/any),
+        0 is not a plate (other text, or surround text such as a state name)."""
+        settings, region = self.settings, self._region
+        if read.fits_format and not plates.is_surround_text(read.text):
+            return 2
+        if region.vanity and plates.vanity_plausible(read.text, read.confidences, settings.vanity_confidence):
+            return 1
+        if (
+            settings.free_form_plates
+            and region.eu_band
+            and plates.FREE_FORM_LENGTH[0] <= len(read.text) <= plates.FREE_FORM_LENGTH[1]
+            and min(read.confidences) >= settings.free_form_confidence
+            and textlines.eu_band(image, line)
+        ):
+            return 1
+        return 0
+
+    def read_plates(self, crops: list[np.ndarray]) -> list[PlateText | None]:
+        """The text of plate crops (a plate detector's boxes, or tightly cut plates), one read per
+        crop, None where nothing on it reads as a plate.
+
+        A plate holds more text than its characters (state name, slogan, month and year
+        stickers, dealer frame): the crop's text lines are found (text detector at the crop's
+        own scale, at least PLATE_TEXT_SIZE), each read, and the most plate-like read wins:
+        layout fit, then a plate of no layout, then any read that is not surround text; among
+        equals the tallest line (a plate's characters are its largest text), then confidence.
+        Boxes are in crop pixels.
+        """
+        if not crops:
+            return []
+        settings = self.settings
+        padded = [_pad(c) for c in crops]
+        prepared = [
+            textlines.prepare(c, min(PLATE_TEXT_MAX, max(PLATE_TEXT_SIZE, max(c.shape[:2]))), self.backend.square_inputs)
+            for c in padded
+        ]
+        outputs = run_batched(self.backend, TEXT_DETECTOR, [tensor for tensor, _ in prepared])
+        boxes: list[tuple[int, detect.Detection]] = []
+        for index, (_, scale), (prob,) in zip(range(len(crops)), prepared, outputs):
+            lines = textlines.decode(prob, scale, padded[index].shape)[: settings.max_text_lines]
+            boxes += [(index, detect.Detection(box, 1.0)) for box in lines + textlines.join_rows(lines)]
+        reads = self._read_boxes(padded, boxes, settings.text_pad, fixed_width=self.backend.square_inputs)
+        best: list[tuple[tuple[int, float, float], PlateText] | None] = [None] * len(crops)
+        for (index, det), read in zip(boxes, reads):
+            if read is None or plates.is_surround_text(read.text) or not 2 <= len(read.text) <= 8:
+                continue
+            rank = self._rank(read, padded[index], det.box)
+            confidence = float(np.mean(read.confidences))
+            x1, y1, x2, y2 = det.box
+            key = (rank, y2 - y1, confidence)
+            if best[index] is None or key > best[index][0]:  # type: ignore[index]
+                ih, iw = crops[index].shape[:2]
+                box = _clip((x1 - PLATE_PAD, y1 - PLATE_PAD, x2 - PLATE_PAD, y2 - PLATE_PAD), iw, ih)
+                plate = PlateText(read.text, confidence, read.confidences, tuple(round(v) for v in box))  # type: ignore[arg-type]
+                best[index] = (key, plate)
+        return [found[1] if found else None for found in best]
 
     def _recognize(
         self,
@@ -242,7 +296,7 @@ class PlateReader:
                 crops.append(recognize.prepare(patch, fixed_width=fixed_width))
                 slots.append(n)
         reads: list[plates.Read | None] = [None] * len(boxes)
-        for n, (probs,) in zip(slots, run_batched(self.backend, RECOGNIZER, crops)):
+        for n, (probs,) in zip(slots, run_batched(self.backend, self._recognizer, crops)):
             read = self._region.repair(self._alphabet.decode(probs))
             reads[n] = read if read.text else None
         return reads
@@ -254,6 +308,18 @@ class PlateReader:
             detect.decode(heads, transform, image.shape, min_score)
             for image, (_, transform), heads in zip(images, prepared, outputs)
         ]
+
+
+# Plate crops get a replicated border (the text detector finds nothing touching the edge) and a
+# text-detector input of at least PLATE_TEXT_SIZE px on the long side (a 100 px wide crop's
+# characters are too small for it otherwise), at most PLATE_TEXT_MAX.
+PLATE_PAD = 16
+PLATE_TEXT_SIZE = 320
+PLATE_TEXT_MAX = 640
+
+
+def _pad(crop_bgr: np.ndarray) -> np.ndarray:
+    return cv2.copyMakeBorder(crop_bgr, PLATE_PAD, PLATE_PAD, PLATE_PAD, PLATE_PAD, cv2.BORDER_REPLICATE)
 
 
 def _clip(box: tuple[float, float, float, float], width: int, height: int) -> tuple[float, float, float, float]:

@@ -89,7 +89,7 @@ def test_default_reader_loads_no_agpl_model(reader) -> None:
 
 
 def test_model_version_names_the_models_and_the_region(reader) -> None:
-    assert reader.model_version.startswith("ppocrv4-rapidocr-1.4.4+")
+    assert reader.model_version.startswith("ppocrv6-rapidocr-3.10.0+")
     assert reader.model_version.endswith("-us")  # the default region: the users' plates
 
 
@@ -99,7 +99,7 @@ def platedet_reader():
 
 
 def test_platedet_is_an_explicit_opt_in_and_says_so(platedet_reader) -> None:
-    assert platedet_reader.model_version.startswith("platedet-0.0.2+ppocrv4-rapidocr-1.4.4+")
+    assert platedet_reader.model_version.startswith("platedet-0.0.2+ppocrv6-rapidocr-3.10.0+")
     assert DETECTOR.license == "AGPL-3.0" and DETECTOR in platedet_reader.models
     (read,) = platedet_reader.read(scene("ABC1234"))
     assert read.text == "ABC1234"

@@ -145,3 +145,28 @@ def test_reads_most_of_a_handful_of_real_us_crops(us_reader) -> None:
         hits += row["plate"] in {p.text for p in us_reader.read(padded)}
     assert hits >= 8, f"{hits}/12 US crops read"
     assert np.isfinite(hits)
+
+
+def us_plate_crop(text: str, state: str = "TEXAS") -> np.ndarray:
+    """A 300x150 white plate: a small state name on top, the characters large below."""
+    plate = np.full((150, 300, 3), 235, np.uint8)
+    cv2.putText(plate, state, (95, 32), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (120, 40, 20), 2, cv2.LINE_AA)
+    (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 1.6, 4)
+    cv2.putText(plate, text, ((300 - tw) // 2, 105), cv2.FONT_HERSHEY_SIMPLEX, 1.6, (20, 20, 20), 4, cv2.LINE_AA)
+    return plate
+
+
+def test_read_plates_takes_the_characters_not_the_state_name(us_reader) -> None:
+    blank = np.full((150, 300, 3), 235, np.uint8)
+    plate, nothing = us_reader.read_plates([us_plate_crop("7ABC123"), blank])
+    assert plate is not None and plate.text == "7ABC123"
+    x1, y1, x2, y2 = plate.box
+    assert 0 <= x1 < x2 <= 300 and 40 <= y1 < y2 <= 150  # the character line, in crop pixels
+    assert nothing is None
+    assert us_reader.read_plates([]) == []
+
+
+def test_the_pp_ocrv4_recognizer_remains_an_option() -> None:
+    v4 = open_reader("onnxruntime", settings=ReaderSettings(recognizer="ppocrv4"))
+    assert v4.model_version.startswith("ppocrv4-rapidocr-1.4.4+")
+    assert [p.text for p in v4.read(scene("7ABC123"))] == ["7ABC123"]
