@@ -211,10 +211,11 @@ class PlateReader:
 
         A plate holds more text than its characters (state name, slogan, month and year
         stickers, dealer frame): the crop's text lines are found (text detector at the crop's
-        own scale, at least PLATE_TEXT_SIZE), each read, and the most plate-like read wins:
-        layout fit, then a plate of no layout, then any read that is not surround text; among
-        equals the tallest line (a plate's characters are its largest text), then confidence.
-        Boxes are in crop pixels.
+        own scale, at least PLATE_TEXT_SIZE), each read, and among the lines at least
+        PLATE_LINE_HEIGHT as tall as the tallest (a plate's characters are its largest text) the
+        most plate-like read wins: layout fit, then a plate of no layout, then any read that is
+        not surround text; among equals the longer read (a whole line over one of its halves),
+        then the taller line, then confidence. Boxes are in crop pixels.
         """
         if not crops:
             return []
@@ -230,14 +231,20 @@ class PlateReader:
             lines = textlines.decode(prob, scale, padded[index].shape)[: settings.max_text_lines]
             boxes += [(index, detect.Detection(box, 1.0)) for box in lines + textlines.join_rows(lines)]
         reads = self._read_boxes(padded, boxes, settings.text_pad, fixed_width=self.backend.square_inputs)
-        best: list[tuple[tuple[int, float, float], PlateText] | None] = [None] * len(crops)
-        for (index, det), read in zip(boxes, reads):
-            if read is None or plates.is_surround_text(read.text) or not 2 <= len(read.text) <= 8:
-                continue
-            rank = self._rank(read, padded[index], det.box)
+        candidates = [
+            (index, det.box, read)
+            for (index, det), read in zip(boxes, reads)
+            if read is not None and not plates.is_surround_text(read.text) and 2 <= len(read.text) <= 8
+        ]
+        tallest = [0.0] * len(crops)
+        for index, (_, y1, _, y2), _ in candidates:
+            tallest[index] = max(tallest[index], y2 - y1)
+        best: list[tuple[tuple[bool, int, int, float, float], PlateText] | None] = [None] * len(crops)
+        for index, (x1, y1, x2, y2), read in candidates:
+            rank = self._rank(read, padded[index], (x1, y1, x2, y2))
             confidence = float(np.mean(read.confidences))
-            x1, y1, x2, y2 = det.box
-            key = (rank, y2 - y1, confidence)
+            tall = y2 - y1 >= PLATE_LINE_HEIGHT * tallest[index]
+            key = (tall, rank, len(read.text), y2 - y1, confidence)
             if best[index] is None or key > best[index][0]:  # type: ignore[index]
                 ih, iw = crops[index].shape[:2]
                 box = _clip((x1 - PLATE_PAD, y1 - PLATE_PAD, x2 - PLATE_PAD, y2 - PLATE_PAD), iw, ih)
@@ -316,6 +323,7 @@ class PlateReader:
 PLATE_PAD = 16
 PLATE_TEXT_SIZE = 320
 PLATE_TEXT_MAX = 640
+PLATE_LINE_HEIGHT = 0.7
 
 
 def _pad(crop_bgr: np.ndarray) -> np.ndarray:
