@@ -148,6 +148,9 @@ TO_DIGIT = {
 # kind at that position when it gave that glyph at least this probability; otherwise the
 # look-alike table above decides.
 MIN_ALTERNATIVE = 0.02
+# Where swaps are cautious (vanity regions) the recognizer must give the replacement at least
+# this: a glyph it barely considered is more often right as read (a vanity or unlisted layout).
+CAUTIOUS_ALTERNATIVE = 0.03
 MAX_SWAPS = 1  # two swaps bent vanity text into formats more often than they fixed a read
 # A glyph read with less confidence than this may be a sticker, emblem or the EU country
 # band rather than a character; it is dropped when that alone makes the read fit a format.
@@ -175,6 +178,8 @@ def fit(
     replacement glyph where they are confident enough; the look-alike table otherwise. A glyph
     read with confidences[i] >= max_swap_confidence is never swapped: where vanity plates are
     common, a confidently read glyph that breaks a layout says the plate has another layout.
+    There (max_swap_confidence < 1) the replacement must also be the recognizer's own choice at
+    CAUTIOUS_ALTERNATIVE or more; the look-alike table serves only reads without alternatives.
     o_as_zero: the letter O and the digit 0 are one glyph, written 0, that fits either kind.
     """
     pattern = pattern.replace(STICKER, "")
@@ -189,10 +194,13 @@ def fit(
         if char.isalpha() == wanted_letter:
             out.append(char)
             continue
-        if confidences and confidences[index] >= max_swap_confidence:
+        cautious = max_swap_confidence < 1.0
+        if cautious and confidences and confidences[index] >= max_swap_confidence:
             return None
-        swapped = _alternative(alternatives[index], wanted_letter) if alternatives else None
-        swapped = swapped or (TO_LETTER if wanted_letter else TO_DIGIT).get(char)
+        floor = CAUTIOUS_ALTERNATIVE if cautious else MIN_ALTERNATIVE
+        swapped = _alternative(alternatives[index], wanted_letter, floor) if alternatives else None
+        if swapped is None and not (cautious and alternatives):
+            swapped = (TO_LETTER if wanted_letter else TO_DIGIT).get(char)
         if swapped is None:
             return None
         out.append("0" if o_as_zero and swapped == "O" else swapped)
@@ -202,10 +210,10 @@ def fit(
     return "".join(out), swaps
 
 
-def _alternative(probabilities: tuple[float, ...], letter: bool) -> str | None:
+def _alternative(probabilities: tuple[float, ...], letter: bool, floor: float = MIN_ALTERNATIVE) -> str | None:
     span = range(26) if letter else range(26, 36)
     best = max(span, key=lambda i: probabilities[i])
-    return ALPHABET[best] if probabilities[best] >= MIN_ALTERNATIVE else None
+    return ALPHABET[best] if probabilities[best] >= floor else None
 
 
 def best_fit(
@@ -305,6 +313,11 @@ class Region:
     # 736 the detector proposed the plate's line on 188 of 222 US scenes, at 1280 on 216. EU and
     # BR plates were read as well at 736 as at 960, for 40% less time.
     text_size: int = 736
+    # Whether a frame's neighbouring lines on one row are also read joined (EU plates split at
+    # a sticker or emblem) and plate-length reads that fit no layout read again from a looser
+    # crop. Neither found a US plate the single line missed on the US dev scenes; both cost
+    # recognizer time on every frame.
+    join_lines: bool = True
 
     def repair(self, chars: Characters) -> Read:
         return repair(chars, self.formats, self.max_swap_confidence, self.o_as_zero)
@@ -330,4 +343,5 @@ def region(name: str) -> Region:
         # Median labelled US plate box over the line box of its read on the US dev scenes.
         line_to_plate=US_LINE_TO_PLATE if vanity else (1.0, 1.0),
         text_size=US_TEXT_SIZE if vanity else 736,
+        join_lines=not vanity,
     )

@@ -152,7 +152,8 @@ class PlateReader:
         for index, (_, scale), (prob,) in zip(indices, prepared, outputs):
             lines = textlines.decode(prob, scale, images[index].shape)[: settings.max_text_lines]
             # A text line has no plate score; 1.0 leaves its confidence to the recognizer.
-            boxes += [(index, detect.Detection(box, 1.0)) for box in lines + textlines.join_rows(lines)]
+            joined = textlines.join_rows(lines) if self._region.join_lines else []
+            boxes += [(index, detect.Detection(box, 1.0)) for box in lines + joined]
         variable = not self.backend.square_inputs
         reads = self._read_boxes(images, boxes, settings.text_pad, fixed_width=not variable)
         # A plate-length read that fits no format may have lost an edge character to a tight
@@ -162,7 +163,7 @@ class PlateReader:
             for n, read in enumerate(reads)
             if read is not None and not read.fits_format and plates.FREE_FORM_LENGTH[0] <= len(read.text) <= 8
         ]
-        if again and settings.loose_pad:
+        if again and settings.loose_pad and self._region.join_lines:
             retried = self._read_boxes(images, [boxes[n] for n in again], settings.loose_pad, fixed_width=not variable)
             for n, loose in zip(again, retried):
                 if loose is not None and loose.fits_format:
