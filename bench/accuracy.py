@@ -12,6 +12,7 @@ name: -us, -eu, -br; default us), as OpenALPR's benchmark passes `-c`.
 
     python bench/accuracy.py [--sets DIR ...] [--backend onnxruntime] [--threads 1] [--region us|na|eu|br|any]
         [--detector text-lines|platedet] [--recognizer ppocrv6|ppocrv4] [--text-size PX] [--json OUT]
+    python bench/accuracy.py --frame-timing ../shared/datasets/openalpr-us   # CPU ms per 1280x720 frame
 """
 
 from __future__ import annotations
@@ -207,6 +208,41 @@ def score_set(reader: PlateReader, folder: Path) -> SetScore:
     return score
 
 
+FRAME = (1280, 720)
+FRAME_TARGET_MS = 150.0
+
+
+def time_frames(reader: PlateReader, folder: Path) -> dict[str, object]:
+    """CPU ms of PlateReader.read per 1280x720 frame, frames without a plate included: each
+    scene of an end-to-end set scaled and padded to 1280x720, once as is and once with its
+    labelled plates painted over (the same clutter, no plate)."""
+    with_plate: list[float] = []
+    without: list[float] = []
+    for path in sorted(folder.glob("*.jpg")):
+        image = cv2.imread(str(path))
+        scale = min(FRAME[0] / image.shape[1], FRAME[1] / image.shape[0])
+        frame = np.zeros((FRAME[1], FRAME[0], 3), np.uint8)
+        resized = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)))
+        frame[: resized.shape[0], : resized.shape[1]] = resized
+        blank = frame.copy()
+        for label in load_labels(path.with_suffix(".txt")):
+            x1, y1, x2, y2 = (round(v * scale) for v in label.box)
+            patch = blank[y1:y2, x1:x2]
+            if patch.size:
+                blank[y1:y2, x1:x2] = patch.reshape(-1, 3).mean(axis=0).astype(np.uint8)
+        for target, picture in ((with_plate, frame), (without, blank)):
+            start = time.process_time()
+            reader.read(picture)
+            target.append((time.process_time() - start) * 1000)
+    both = with_plate + without
+
+    def stats(values: list[float]) -> dict[str, float]:
+        return {"median": round(statistics.median(values), 1), "p90": round(float(np.percentile(values, 90)), 1)}
+
+    return {"set": folder.name, "frames": len(both), "cpu_ms_all": stats(both), "cpu_ms_with_plate": stats(with_plate),
+            "cpu_ms_without_plate": stats(without), "target_median_ms": FRAME_TARGET_MS}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", type=Path, default=DEFAULT_SETS)
@@ -225,9 +261,26 @@ def main() -> None:
     parser.add_argument("--text-size", type=int, default=ReaderSettings.text_size, help="text detector long side")
     parser.add_argument("--text-lines-only", action="store_true", help=argparse.SUPPRESS)  # the old flag: now the default
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--frame-timing", type=Path, metavar="SET", help="only time 1280x720 frames made from this end-to-end set"
+    )
     args = parser.parse_args()
 
     cv2.setNumThreads(args.threads)  # OpenCV's own pool would otherwise add cores to a "one core" figure
+    if args.frame_timing:
+        reader = open_reader(
+            args.backend,
+            threads=args.threads,
+            settings=ReaderSettings(
+                region=args.region or region_of(args.frame_timing), recognizer=args.recognizer, text_size=args.text_size
+            ),
+        )
+        reader.read(np.zeros((720, 1280, 3), dtype=np.uint8))
+        timing = {"model_version": reader.model_version, **time_frames(reader, args.frame_timing)}
+        print(json.dumps(timing))
+        if args.json:
+            args.json.write_text(json.dumps(timing, indent=2))
+        return
     results = []
     for folder in args.sets:
         reader = open_reader(
