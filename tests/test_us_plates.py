@@ -16,7 +16,7 @@ import pytest
 
 from alpr.gpu import ReaderSettings, open_reader
 from alpr.gpu.plates import is_surround_text, region, repair, vanity_plausible, REGION_FORMATS
-from alpr.gpu.recognize import Characters
+from alpr.gpu.recognize import ALPHABET, Characters
 from tests.test_reader import PLATE_BOX, iou, scene
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +44,18 @@ def test_us_writes_the_letter_o_as_zero_in_any_position() -> None:
     assert us.repair(read("5L0D951")).fits_format
     assert us.repair(read("BLOGGER")).text == "BL0GGER"  # vanity: no layout, still written 0
     assert region("eu").repair(read("PP587AO")).text == "PP587AO"
+
+
+def test_o_and_zero_pool_their_confidence_where_they_are_one_glyph() -> None:
+    alternatives = [[0.0] * len(ALPHABET) for _ in range(7)]
+    for i, char in enumerate("MNO7P89"):
+        alternatives[i][ALPHABET.index(char)] = 1.0
+    alternatives[2][ALPHABET.index("0")], alternatives[2][ALPHABET.index("O")] = 0.66, 0.34
+    chars = Characters("MN07P89", (1.0, 1.0, 0.66, 1.0, 1.0, 1.0, 1.0), tuple(map(tuple, alternatives)))
+    read = region("us").repair(chars)
+    assert read.text == "MN07P89" and read.confidences[2] == pytest.approx(1.0)
+    assert vanity_plausible(read.text, read.confidences, 0.8)  # a split O/0 is no doubt on a US plate
+    assert region("br").repair(chars).confidences[2] == pytest.approx(0.66)
 
 
 def test_digits_only_never_fit_a_layout_that_needs_a_letter() -> None:

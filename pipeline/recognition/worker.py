@@ -95,6 +95,8 @@ class RecognitionWorker:
         self.backend_name = getattr(reader.backend, "name", type(reader.backend).__name__)
         self.dedup = Deduplicator(timedelta(seconds=dedup_window_s))
         self.stats = WorkerStats()
+        # The plate region (ALPR_PLATE_REGION) decides which reads exist; say which one runs.
+        log.info("worker.reader", model_version=reader.model_version, plate_region=reader.settings.region)
 
     def ready(self) -> bool:
         """In the group and able to publish: what /readyz reports."""
