@@ -63,6 +63,25 @@ def test_every_font_comes_from_an_installed_wheel_with_a_recorded_licence():
     assert fonts.HERSHEY_LICENCE
 
 
+def test_exported_graph_takes_any_batch_of_grey_crops_and_returns_probabilities():
+    path = ownrec.US_RECOGNIZER.path
+    assert path.stat().st_size < 5_000_000  # it lives in the repository
+    graph = onnx.load(str(path))
+    assert graph.opset_import[0].version == 17
+    meta = {p.key: p.value for p in graph.metadata_props}
+    assert meta["alphabet"] == ownrec.ALPHABET and meta["licence"] == "Apache-2.0"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, inp.type, inp.shape[1:]) == (ownrec.INPUT_NAME, "tensor(float)", [1, ownrec.HEIGHT, ownrec.WIDTH])
+    assert out.name == ownrec.OUTPUT_NAME and out.type == "tensor(float)"
+    assert isinstance(inp.shape[0], str) and isinstance(out.shape[0], str)  # dynamic batch
+    for batch in (1, 5):
+        x = np.random.default_rng(batch).uniform(-1, 1, (batch, 1, ownrec.HEIGHT, ownrec.WIDTH)).astype(np.float32)
+        (probs,) = session.run(None, {inp.name: x})
+        assert probs.shape == (batch, ownrec.WIDTH // 4, 1 + len(ownrec.ALPHABET))
+        np.testing.assert_allclose(probs.sum(axis=2), 1.0, atol=1e-4)
+
+
 def test_prepare_fills_the_fixed_grey_input_whatever_the_crop():
     for shape in ((150, 300, 3), (20, 120, 3), (40, 60)):
         crop = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
@@ -83,3 +102,28 @@ def test_decode_merges_repeats_keeps_doubled_letters_split_by_blank_and_reports_
     assert read.text == "77A"
     assert read.confidences == pytest.approx((0.8, 0.7, 0.95))
     assert len(read.alternatives) == 3 and read.alternatives[2][ownrec.ALPHABET.index("A")] == pytest.approx(0.95)
+
+
+def test_recognizer_refuses_a_graph_whose_metadata_disagrees():
+    class WrongAlphabet(OnnxRuntimeBackend):
+        def metadata(self, model):
+            return {**super().metadata(model), "alphabet": "0123456789"}
+
+    with pytest.raises(ownrec.ModelMismatch, match="alphabet"):
+        ownrec.PlateRecognizer(WrongAlphabet())
+
+
+def test_training_command_runs_two_steps_and_exports_a_checked_graph(tmp_path, capsys):
+    pytest.importorskip("torch", reason="training needs the [train] extra")
+    from alpr.gpu.training import recognizer
+
+    out = tmp_path / "rec.onnx"
+    recognizer.main([
+        "--samples", "32", "--validation", "8", "--steps", "2", "--batch", "16", "--threads", "1",
+        "--cache", str(tmp_path / "cache"), "--out", str(out),
+    ])
+    printed = capsys.readouterr().out
+    assert "validation (held-out synthetic): exact=" in printed and "onnxruntime vs torch max diff" in printed
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (probs,) = session.run(None, {ownrec.INPUT_NAME: np.zeros((3, 1, ownrec.HEIGHT, ownrec.WIDTH), np.float32)})
+    assert probs.shape == (3, ownrec.WIDTH // 4, 1 + len(ownrec.ALPHABET))

@@ -6,6 +6,7 @@ Reads `labels.csv` (file,state,plate) and scores, by exact match of the whole pl
 the labels as shipped, overall and per state:
   own        the project's recognizer (alpr.gpu.ownrec) on the whole crop;
   ppocr      the PP-OCRv4 recognizer (the reader's RECOGNIZER) on the whole crop, folded to A-Z0-9;
+  combined   own where its lowest character confidence is at least --min-confidence, else ppocr;
   reader     the default PlateReader on the crop as a picture (text lines, PP-OCRv4, format repair),
              counted right when the label is among its reads (--no-reader skips it: slow).
 `--fold-o` also prints each score with the letter O read as digit 0, the convention of most
@@ -57,6 +58,21 @@ def ppocr_reader(backend: OnnxRuntimeBackend) -> Callable[[list[np.ndarray]], li
     return read
 
 
+def combined_reader(backend: OnnxRuntimeBackend, model: ModelFile, min_confidence: float) -> Callable[[list[np.ndarray]], list[list[str]]]:
+    """The own recognizer where it is sure of every character, PP-OCRv4 on the whole crop elsewhere."""
+    recognizer = ownrec.PlateRecognizer(backend, model)
+    ppocr = ppocr_reader(backend)
+
+    def read(crops: list[np.ndarray]) -> list[list[str]]:
+        own = recognizer.read(crops)
+        second = ppocr(crops)
+        return [
+            [o.text] if o.text and min(o.confidences) >= min_confidence else s for o, s in zip(own, second)
+        ]
+
+    return read
+
+
 def plate_reader(backend: OnnxRuntimeBackend) -> Callable[[list[np.ndarray]], list[list[str]]]:
     from alpr.gpu.reader import PlateReader
 
@@ -91,8 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crops", type=Path, default=Path("../shared/datasets/openalpr-us-crops"))
     parser.add_argument("--model", type=Path, default=None, help="an ONNX file other than the shipped one")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--own", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--reader", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--ppocr", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--min-confidence", type=float, default=0.8, help="combined: own read's lowest character confidence")
     parser.add_argument("--fold-o", action="store_true")
     parser.add_argument("--per-state", action="store_true")
     args = parser.parse_args(argv)
@@ -101,9 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     model = ownrec.US_RECOGNIZER
     if args.model is not None:
         model = ModelFile("us-recognizer-candidate", "alpr.gpu", str(args.model.resolve()), "a local file", "Apache-2.0")
-    results = [score("own", own_reader(backend, model), crops, args.fold_o)]
+    results = [score("own", own_reader(backend, model), crops, args.fold_o)] if args.own else []
     if args.ppocr:
         results.append(score("ppocr", ppocr_reader(backend), crops, args.fold_o))
+    if args.own and args.ppocr:
+        results.append(score("combined", combined_reader(backend, model, args.min_confidence), crops, args.fold_o))
     if args.reader:
         results.append(score("reader", plate_reader(backend), crops, args.fold_o, batch=1))
     if args.per_state:

@@ -187,7 +187,10 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     rng = np.random.default_rng(args.seed)
     images, texts, _ = cached_set(args.cache, args.seed, 0, args.samples, args.workers)
     val_images, val_texts, val_families = cached_set(args.cache, args.seed, VALIDATION_OFFSET, args.validation, args.workers)
-    model = build_model().to(args.device)
+    model = build_model()
+    if args.init is not None:  # continue from an earlier run's weights (the model card lists each run)
+        model.load_state_dict(torch.load(args.init, map_location="cpu"))
+    model = model.to(args.device)
     params = sum(p.numel() for p in model.parameters())
     print(f"model: {params / 1e6:.2f} M parameters; {len(images)} training and {len(val_images)} validation samples")
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -219,7 +222,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             step += 1
             if step == 20 and total_steps is None:
                 pace = (time.monotonic() - began) / 20
@@ -237,7 +240,13 @@ def train(args: argparse.Namespace) -> dict[str, float]:
                 print(f"step {step}/{total_steps} loss {np.mean(losses[-args.log_every:]):.3f} "
                       f"{time.monotonic() - began:.0f} s", flush=True)
             if step % args.eval_every == 0:
-                print(f"step {step} validation {evaluate(model, val_images[:1000], val_texts[:1000], val_families[:1000], args.device)}", flush=True)
+                interim = evaluate(model, val_images[:1000], val_texts[:1000], val_families[:1000], args.device)
+                print(f"step {step} validation {interim}", flush=True)
+                if args.export_every:  # a usable graph before the run ends, scored on the first 1000
+                    export(model.cpu(), args.out, args.seed, interim)
+                    if args.checkpoint:
+                        torch.save(model.state_dict(), args.checkpoint)
+                    model.to(args.device).train()
             if total_steps is not None and step >= total_steps:
                 scores = evaluate(model, val_images, val_texts, val_families, args.device)
                 print("validation (held-out synthetic):", " ".join(f"{k}={v:.4f}" for k, v in sorted(scores.items())))
@@ -262,7 +271,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--cache", type=Path, default=Path(".cache/training"))
+    parser.add_argument("--init", type=Path, default=None, help="start from this torch state dict")
     parser.add_argument("--checkpoint", type=Path, default=None, help="also save the torch state dict here")
+    parser.add_argument("--export-every", action="store_true", help="export --out at every validation too")
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument("--eval-every", type=int, default=1000)
     args = parser.parse_args(argv)
