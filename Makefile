@@ -25,3 +25,11 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
 .PHONY: venv demo test
+
+# The project's own models: one seeded command each, on CPU (torch from the [train] extra).
+# Each prints its validation scores on held-out synthetic plates; see gpu/weights/*.md.
+train-recognizer: $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[train]'
+	$(VENV)/bin/python -m alpr.gpu.training.recognizer --seed 0 --out gpu/weights/us_plate_rec.onnx
+
+.PHONY: train-recognizer
