@@ -11,7 +11,7 @@ per state; "detection recall" there is the share of crops with any read. Each se
 name: -us, -eu, -br; default us), as OpenALPR's benchmark passes `-c`.
 
     python bench/accuracy.py [--sets DIR ...] [--backend onnxruntime] [--threads 1] [--region us|na|eu|br|any]
-        [--detector text-lines|platedet] [--recognizer ppocrv6|ppocrv4] [--text-size PX] [--json OUT]
+        [--detector text-lines|platedet] [--recognizer ppocrv6|ppocrv4] [--text-size PX] [--second-opinion] [--json OUT]
     python bench/accuracy.py --frame-timing ../shared/datasets/openalpr-us   # CPU ms per 1280x720 frame
 """
 
@@ -259,6 +259,9 @@ def main() -> None:
     )
     parser.add_argument("--recognizer", choices=sorted(RECOGNIZERS), default=ReaderSettings.recognizer)
     parser.add_argument("--text-size", type=int, default=ReaderSettings.text_size, help="text detector long side")
+    parser.add_argument(
+        "--second-opinion", action="store_true", help="also read with the project's own recognizer (gpu/ownrec.py)"
+    )
     parser.add_argument("--text-lines-only", action="store_true", help=argparse.SUPPRESS)  # the old flag: now the default
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
@@ -272,7 +275,10 @@ def main() -> None:
             args.backend,
             threads=args.threads,
             settings=ReaderSettings(
-                region=args.region or region_of(args.frame_timing), recognizer=args.recognizer, text_size=args.text_size
+                region=args.region or region_of(args.frame_timing),
+                recognizer=args.recognizer,
+                text_size=args.text_size,
+                second_opinion=args.second_opinion,
             ),
         )
         reader.read(np.zeros((720, 1280, 3), dtype=np.uint8))
@@ -291,6 +297,7 @@ def main() -> None:
                 plate_detector=args.detector == "platedet",
                 recognizer=args.recognizer,
                 text_size=args.text_size,
+                second_opinion=args.second_opinion,
             ),
         )
         reader.read(np.zeros((480, 640, 3), dtype=np.uint8))  # warm-up: session creation is not per-image time
@@ -317,6 +324,7 @@ def main() -> None:
             "detector": args.detector,
             "recognizer": args.recognizer,
             "text_size": args.text_size,
+            "second_opinion": args.second_opinion,
             "sets": results,
         }
         args.json.write_text(json.dumps(payload, indent=2))

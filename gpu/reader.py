@@ -77,6 +77,9 @@ class ReaderSettings:
     region: str = "us"
     # Text recognizer (models.RECOGNIZERS): ppocrv6 (PP-OCRv6 small) or ppocrv4.
     recognizer: str = "ppocrv6"
+    # Also read each candidate plate with the project's own US recognizer (gpu/ownrec.py, the
+    # plate around the line) and keep whichever read is more plate-like, then more confident.
+    second_opinion: bool = False
 
 
 class PlateReader:
@@ -93,8 +96,15 @@ class PlateReader:
         self._alphabet = recognize.AlphabetFold(dictionary)
         detector = f"platedet-{version('platedet')}+" if settings.plate_detector else ""
         # Reads depend on the region's formats too, so the region is part of the version.
+        self._own = None
+        own = ""
+        if settings.second_opinion:
+            from alpr.gpu.ownrec import PlateRecognizer
+
+            self._own = PlateRecognizer(backend)
+            own = f"+own-{self._own.model.sha256()[:12]}"
         self.model_version = (
-            f"{detector}{settings.recognizer}-rapidocr-{version(self._recognizer.package)}"
+            f"{detector}{settings.recognizer}-rapidocr-{version(self._recognizer.package)}{own}"
             f"+{POSTPROCESS_VERSION}-{settings.region}"
         )
 
@@ -169,6 +179,8 @@ class PlateReader:
                 if loose is not None and loose.fits_format:
                     reads[n] = loose
         region = self._region
+        if self._own is not None:
+            reads = self._second_opinion(images, boxes, reads)
         kept: dict[int, list[tuple[tuple[int, int, float], PlateText]]] = {}
         for (index, det), read in zip(boxes, reads):
             rank = self._rank(read, images[index], det.box) if read is not None else 0
@@ -205,6 +217,35 @@ class PlateReader:
         ):
             return 1
         return 0
+
+    def _second_opinion(
+        self,
+        images: list[np.ndarray],
+        boxes: list[tuple[int, detect.Detection]],
+        reads: list[plates.Read | None],
+    ) -> list[plates.Read | None]:
+        """Each line's read, or the own recognizer's read of the plate around the line where that
+        is more plate-like (rank), then more confident."""
+        assert self._own is not None
+        crops, slots = [], []
+        for n, (index, det) in enumerate(boxes):
+            patch = crop(images[index], det.box, *OWN_PLATE_PAD)
+            if patch.shape[0] >= 4 and patch.shape[1] >= 4:
+                crops.append(patch)
+                slots.append(n)
+        out = list(reads)
+        for n, chars in zip(slots, self._own.read(crops)):
+            if not chars.text:
+                continue
+            own = self._region.repair(chars)
+            index, det = boxes[n]
+            mine = out[n]
+            if mine is None or (self._rank(own, images[index], det.box), float(np.mean(own.confidences))) > (
+                self._rank(mine, images[index], det.box),
+                float(np.mean(mine.confidences)),
+            ):
+                out[n] = own
+        return out
 
     def read_plates(self, crops: list[np.ndarray]) -> list[PlateText | None]:
         """The text of plate crops (a plate detector's boxes, or tightly cut plates), one read per
@@ -251,6 +292,19 @@ class PlateReader:
                 box = _clip((x1 - PLATE_PAD, y1 - PLATE_PAD, x2 - PLATE_PAD, y2 - PLATE_PAD), iw, ih)
                 plate = PlateText(read.text, confidence, read.confidences, tuple(round(v) for v in box))  # type: ignore[arg-type]
                 best[index] = (key, plate)
+        if self._own is not None:
+            for index, chars in enumerate(self._own.read(crops)):
+                if not chars.text:
+                    continue
+                own = self._region.repair(chars)
+                if plates.is_surround_text(own.text) or not 2 <= len(own.text) <= 8:
+                    continue
+                ih, iw = crops[index].shape[:2]
+                rank, confidence = self._rank(own, crops[index], (0.0, 0.0, iw, ih)), float(np.mean(own.confidences))
+                found = best[index]
+                if found is None or (rank, confidence) > (found[0][1], found[1].confidence):
+                    plate = PlateText(own.text, confidence, own.confidences, (0, 0, iw, ih))
+                    best[index] = ((True, rank, len(own.text), float(ih), confidence), plate)
         return [found[1] if found else None for found in best]
 
     def _recognize(
@@ -325,6 +379,9 @@ PLATE_PAD = 16
 PLATE_TEXT_SIZE = 320
 PLATE_TEXT_MAX = 640
 PLATE_LINE_HEIGHT = 0.7
+# The own recognizer reads whole plates (state name and slogan included): it gets the plate
+# around a character line, the line grown by these fractions of its width and height per side.
+OWN_PLATE_PAD = (0.08, 0.7)
 
 
 def _pad(crop_bgr: np.ndarray) -> np.ndarray:

@@ -182,3 +182,23 @@ def test_the_pp_ocrv4_recognizer_remains_an_option() -> None:
     v4 = open_reader("onnxruntime", settings=ReaderSettings(recognizer="ppocrv4"))
     assert v4.model_version.startswith("ppocrv4-rapidocr-1.4.4+")
     assert [p.text for p in v4.read(scene("7ABC123"))] == ["7ABC123"]
+
+
+class FixedRecognizer:
+    """Stands in for the own recognizer (gpu/ownrec.py): reads every crop as one text."""
+
+    def __init__(self, text: str, confidence: float) -> None:
+        self.text, self.confidence = text, confidence
+
+    def read(self, crops):
+        return [Characters(self.text, (self.confidence,) * len(self.text)) for _ in crops]
+
+
+def test_second_opinion_is_named_and_wins_only_when_more_plate_like() -> None:
+    reader = open_reader("onnxruntime", settings=ReaderSettings(second_opinion=True))
+    assert "+own-" in reader.model_version
+    reader._own = FixedRecognizer("7ABC123", 0.9)  # a layout fit beats a vanity read
+    assert [p.text for p in reader.read(scene("SKYLINE"))] == ["7ABC123"]
+    reader._own = FixedRecognizer("SKYL1NE", 0.6)  # a less sure vanity read does not
+    assert [p.text for p in reader.read(scene("SKYLINE"))] == ["SKYLINE"]
+    assert reader.read_plates([us_plate_crop("7ABC123")])[0].text == "7ABC123"
