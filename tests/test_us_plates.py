@@ -202,3 +202,19 @@ def test_second_opinion_is_named_and_wins_only_when_more_plate_like() -> None:
     reader._own = FixedRecognizer("SKYL1NE", 0.6)  # a less sure vanity read does not
     assert [p.text for p in reader.read(scene("SKYLINE"))] == ["SKYLINE"]
     assert reader.read_plates([us_plate_crop("7ABC123")])[0].text == "7ABC123"
+
+
+def test_worker_and_read_commands_open_the_reader_with_the_configured_region(monkeypatch) -> None:
+    from alpr.commands.recognition import open_reader_or_fail
+    from alpr.core.settings import settings
+
+    for name in [k for k in os.environ if k.startswith("ALPR_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("ALPR_PLATE_REGION", "na")
+    settings.cache_clear()
+    try:
+        reader = open_reader_or_fail("onnxruntime", 1)  # what `alpr worker` and `alpr read` call
+    finally:
+        settings.cache_clear()
+    assert reader.settings.region == "na" and reader.model_version.endswith("-na")
+    assert [p.text for p in reader.read(scene("7ABC123"))] == ["7ABC123"]
