@@ -7,8 +7,9 @@ PlateReader.read per image (wall clock and process CPU time, median and p90), an
 misses missed. Prints error classes and image positions (set#n), never plate text: some sets name
 their images by the plate. A crop set (a folder with labels.csv: file,state,plate) is scored on
 PlateReader.read_plates (the reader's path for a plate detector's crops), exact match overall and
-per state; "detection recall" there is the share of crops with any read. Each set is read with its own region (from the folder
-name: -us, -eu, -br; default us), as OpenALPR's benchmark passes `-c`.
+per state; "detection recall" there is the share of crops with any read. Each set is read with
+its own region (from the folder name: -us, -eu, -br; default us), as OpenALPR's benchmark passes
+`-c`.
 
     python bench/accuracy.py [--sets DIR ...] [--backend onnxruntime] [--threads 1] [--region us|na|eu|br|any]
         [--detector text-lines|platedet] [--recognizer ppocrv6|ppocrv4] [--text-size PX] [--second-opinion] [--json OUT]

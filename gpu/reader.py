@@ -26,7 +26,8 @@ from alpr.gpu.models import DETECTOR, RECOGNIZERS, TEXT_DETECTOR, ModelFile
 
 log = logging.getLogger(__name__)
 
-POSTPROCESS_VERSION = "alpr-post-3"  # 2: joined lines, EU-band free-form reads, recognizer-chosen swaps; 3: regions us/na
+# 2: joined lines, EU-band free-form reads, recognizer-chosen swaps; 3: plate regions (us/na rules)
+POSTPROCESS_VERSION = "alpr-post-3"
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,7 @@ class PlateReader:
         settings = self.settings
         padded = [_pad(c) for c in crops]
         prepared = [
-            textlines.prepare(c, min(PLATE_TEXT_MAX, max(PLATE_TEXT_SIZE, max(c.shape[:2]))), self.backend.square_inputs)
+            textlines.prepare(c, min(PLATE_TEXT_MAX, max(PLATE_TEXT_SIZE, *c.shape[:2])), self.backend.square_inputs)
             for c in padded
         ]
         outputs = run_batched(self.backend, TEXT_DETECTOR, [tensor for tensor, _ in prepared])
@@ -290,7 +291,8 @@ class PlateReader:
             if best[index] is None or key > best[index][0]:  # type: ignore[index]
                 ih, iw = crops[index].shape[:2]
                 box = _clip((x1 - PLATE_PAD, y1 - PLATE_PAD, x2 - PLATE_PAD, y2 - PLATE_PAD), iw, ih)
-                plate = PlateText(read.text, confidence, read.confidences, tuple(round(v) for v in box))  # type: ignore[arg-type]
+                rounded = (round(box[0]), round(box[1]), round(box[2]), round(box[3]))
+                plate = PlateText(read.text, confidence, read.confidences, rounded)
                 best[index] = (key, plate)
         if self._own is not None:
             for index, chars in enumerate(self._own.read(crops)):
