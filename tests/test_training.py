@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-
 from alpr.gpu import ownrec
 from alpr.gpu.backends import OnnxRuntimeBackend
 from alpr.gpu.recognize import Characters
@@ -50,7 +49,7 @@ def test_rendered_crops_are_plate_shaped_images_with_their_layouts_label():
     for index in range(12):
         sample = synth.render(5, index)
         rng = synth.rng_for(5, index)
-        family, state, stacked, line = synth.layout(rng)  # the first draws of the sample's own stream
+        family, _state, _stacked, line = synth.layout(rng)  # the first draws of the sample's own stream
         assert sample.text == synth.label_of(line) and sample.family == family
         h, w, channels = sample.image.shape
         assert sample.image.dtype == np.uint8 and channels == 3

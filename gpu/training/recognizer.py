@@ -19,7 +19,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-
 from alpr.gpu import ownrec
 from alpr.gpu.training import synth
 

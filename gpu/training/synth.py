@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
 from alpr.gpu.training import fonts
 
 LETTERS = string.ascii_uppercase
@@ -416,7 +415,7 @@ def _degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out += rng.standard_normal(out.shape, dtype=np.float32) * rng.uniform(0, 12)
     image = np.clip(out, 0, 255).astype(np.uint8)
     if rng.random() < 0.7:
-        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(20, 95))])
+        _, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(20, 95))])
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     return image
 
