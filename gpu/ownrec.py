@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
-
 from alpr.core.errors import ConfigError
 from alpr.gpu.backends import Backend, OnnxRuntimeBackend
 from alpr.gpu.batching import run_batched
@@ -46,7 +45,7 @@ def prepare(crop_bgr: np.ndarray) -> np.ndarray:
     percentiles, so dark, washed-out and inverted-colour plates reach the network alike in range.
     """
     grey = crop_bgr if crop_bgr.ndim == 2 else cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2GRAY)
-    h, w = grey.shape[:2]
+    h = grey.shape[0]
     interpolation = cv2.INTER_AREA if h > HEIGHT else cv2.INTER_LINEAR
     grey = cv2.resize(grey, (WIDTH, HEIGHT), interpolation=interpolation).astype(np.float32)
     lo, hi = (float(v) for v in np.percentile(grey, (2, 98)))

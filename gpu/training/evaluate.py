@@ -24,7 +24,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from alpr.gpu import ownrec, recognize
 from alpr.gpu.backends import OnnxRuntimeBackend
 from alpr.gpu.batching import run_batched

@@ -19,14 +19,13 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-
 from alpr.gpu import ownrec
 from alpr.gpu.training import synth
 
 log = logging.getLogger("alpr.gpu.training.recognizer")
 
 VALIDATION_OFFSET = 10_000_000  # sample indices of the validation set start here
-GENERATOR_VERSION = "synth-1"  # bump when synth.py changes what a (seed, index) renders
+GENERATOR_VERSION = "synth-2"  # bump when synth.py changes what a (seed, index) renders
 CLASSES = 1 + len(ownrec.ALPHABET)
 
 

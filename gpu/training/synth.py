@@ -6,8 +6,10 @@ in any order or in parallel, and a test can re-render one sample and get the sam
 A plate is drawn flat (background, state name, slogan, stickers, bolts, frame, the characters
 in a plate-like face with the state's layout), placed on a surround, warped in perspective and
 cut out the way a detector or text-line proposer would cut it (loose, tight, clipped), then
-degraded (resolution, blur, noise, JPEG, light). The label is the plate's characters in reading
-order, stacked characters first, separators and state names never.
+degraded (resolution, blur, noise, JPEG, light). The label is the serial's characters in reading
+order; separators, state names, slogans, stickers and the small stacked characters some plates
+carry beside the serial (county numbers, plate-type letters) are drawn but never labelled: the
+convention of the US crops the project measures on, where such marks are left out of the plate.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
 from alpr.gpu.training import fonts
 
 LETTERS = string.ascii_uppercase
@@ -106,7 +107,7 @@ SLOGANS = (
     "Commercial", "Trailer", "Official Use", "Your Dealer Here", "Drive Safely", "Celebrating 150 Years",
 )
 # The share of samples with each layout family: state serials mostly, California above all.
-FAMILY_WEIGHTS = {"state": 0.62, "california": 0.18, "vanity": 0.12, "stacked": 0.08}
+FAMILY_WEIGHTS = {"state": 0.58, "california": 0.18, "vanity": 0.12, "stacked": 0.12}
 
 # (background, text) colour pairs seen on US plates, BGR.
 PALETTES: tuple[tuple[tuple[int, int, int], tuple[int, int, int]], ...] = (
@@ -132,7 +133,7 @@ class Sample:
     image: np.ndarray  # BGR uint8, the crop as a detector or proposer would hand it over
     text: str  # the plate's characters, A-Z0-9 only
     state: str  # two-letter code of the layout used ("" for vanity)
-    family: str  # state, california, vanity or stacked
+    family: str  # state, california, vanity or stacked (serial with small stacked marks beside it)
     crop: str  # plate (the whole plate, loosely cut) or line (the characters' line only)
 
 
@@ -157,7 +158,7 @@ def fill(pattern: str, rng: np.random.Generator, letters: str = SERIAL_LETTERS) 
 
 
 def layout(rng: np.random.Generator) -> tuple[str, str, str, str]:
-    """(family, state, stacked prefix, main line with gaps/separators) for one plate."""
+    """(family, state, stacked marks drawn left of the serial, serial with gaps/separators) for one plate."""
     family = str(rng.choice(list(FAMILY_WEIGHTS), p=list(FAMILY_WEIGHTS.values())))
     states = list(STATE_FORMATS)
     stacked = ""
@@ -182,8 +183,9 @@ def layout(rng: np.random.Generator) -> tuple[str, str, str, str]:
     return family, state, stacked, line
 
 
-def label_of(stacked: str, line: str) -> str:
-    return "".join(c for c in stacked + line if c in ALPHABET)
+def label_of(line: str) -> str:
+    """The label of a serial: its characters without gaps or separators."""
+    return "".join(c for c in line if c in ALPHABET)
 
 
 Style = tuple  # (Hershey face, thickness) or (Face, weight): drawn the same for a whole line
@@ -331,7 +333,7 @@ def render_plate(rng: np.random.Generator) -> tuple[np.ndarray, str, str, str, t
     x = int((PLATE_W - total) / 2 + rng.integers(-6, 7))
     y = int(PLATE_H / 2 - char_h / 2 + rng.integers(-6, 8))
     x_start = x
-    if stacked:  # two small characters one above the other, left of the serial
+    if stacked:  # two small characters one above the other, left of the serial (not labelled)
         small_h = int(char_h * 0.44)
         for i, c in enumerate(stacked):
             mask = _text_mask(c, small_h, style)
@@ -353,6 +355,20 @@ def render_plate(rng: np.random.Generator) -> tuple[np.ndarray, str, str, str, t
             _paint(plate, piece, x, y, ink)
         x += width + gap
     line_box = (x_start, y, x - gap, y + char_h)
+    if rng.random() < 0.35:  # a mark in the space beside the serial: a sticker or small letters
+        room_left, room_right = x_start - 4, PLATE_W - (x - gap) - 4
+        side = "left" if room_left >= room_right else "right"
+        room = max(room_left, room_right)
+        if room >= 18:
+            if rng.random() < 0.5:
+                _sticker(plate, rng, 4 if side == "left" else PLATE_W - min(room, 40) - 2, int(y + rng.integers(0, char_h // 2)))
+            else:
+                small_h = int(char_h * rng.uniform(0.25, 0.45))
+                mark = fill(str(rng.choice(["A", "AA", "N", "NN", "AAA"])), rng, LETTERS)
+                mask = _text_mask(mark, small_h, pick_style(rng, plate_face=False))
+                mask = cv2.resize(mask, (min(room - 4, mask.shape[1]), small_h))
+                mx = 4 if side == "left" else PLATE_W - mask.shape[1] - 4
+                _paint(plate, mask, mx, int(y + rng.integers(0, char_h - small_h)), ink)
 
     if rng.random() < 0.7:  # bolts, top and bottom
         for bx in (int(PLATE_W * 0.23), int(PLATE_W * 0.77)):
@@ -368,13 +384,13 @@ def render_plate(rng: np.random.Generator) -> tuple[np.ndarray, str, str, str, t
             cv2.rectangle(plate, (0, PLATE_H - bottom), (PLATE_W, PLATE_H), frame, -1)
             dealer = str(rng.choice(["AUTO MALL", "TOYOTA OF", "HONDA", "FORD", "CARMAX", "DEALER"]))
             _caption(plate, dealer, rng, PLATE_H - bottom / 2, max(8, bottom - 6), (235, 235, 235), 0.6)
-    return plate, label_of(stacked, line), state if family != "vanity" else "", family, line_box
+    return plate, label_of(line), state if family != "vanity" else "", family, line_box
 
 
 def _degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Camera and compression damage: resolution, blur, noise, JPEG, contrast, a shadow."""
     h, w = image.shape[:2]
-    target_h = int(rng.integers(14, 90))  # plates far and near; small ones lose detail for real
+    target_h = int(rng.integers(18, 90))  # plates far and near; small ones lose detail for real
     if target_h < h:
         small = cv2.resize(image, (max(4, int(w * target_h / h)), target_h), interpolation=cv2.INTER_AREA)
         image = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -399,7 +415,7 @@ def _degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out += rng.standard_normal(out.shape, dtype=np.float32) * rng.uniform(0, 12)
     image = np.clip(out, 0, 255).astype(np.uint8)
     if rng.random() < 0.7:
-        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(20, 95))])
+        _, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(20, 95))])
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     return image
 
