@@ -10,9 +10,10 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	# Model wheels pin Pillow/OpenCV builds that clash with ours; gpu/ loads only their ONNX
 	# files, so they are installed without their pins. rapidocr-onnxruntime carries the
-	# Apache-2.0 PP-OCRv4 models (the default reader). platedet carries an AGPL-3.0 detector
+	# Apache-2.0 PP-OCRv4 models (text detector; v4 recognizer as an option), rapidocr the
+	# Apache-2.0 PP-OCRv6 recognizer (the default reader's). platedet carries an AGPL-3.0 detector
 	# that the reader uses only when asked to (see docs/models.md); installed so its tests run.
-	$(VENV)/bin/pip install -q --no-deps 'rapidocr-onnxruntime==1.4.4' 'platedet==0.0.2'
+	$(VENV)/bin/pip install -q --no-deps 'rapidocr-onnxruntime==1.4.4' 'rapidocr==3.10.0' 'platedet==0.0.2'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -24,3 +25,11 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
 .PHONY: venv demo test
+
+# The project's own models: one seeded command each, on CPU (torch from the [train] extra).
+# Each prints its validation scores on held-out synthetic plates; see gpu/weights/*.md.
+train-recognizer: $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[train]'
+	$(VENV)/bin/python -m alpr.gpu.training.recognizer --seed 0 --out gpu/weights/us_plate_rec.onnx
+
+.PHONY: train-recognizer

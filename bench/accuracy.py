@@ -1,19 +1,25 @@
-"""Accuracy benchmark: read the OpenALPR end-to-end sets and score the reader.
+"""Accuracy benchmark: read the OpenALPR end-to-end sets and US plate crops, and score the reader.
 
-Per set: exact whole-plate match (the labelled plate is among an image's reads), detection
+Per end-to-end set: exact whole-plate match (the labelled plate is among an image's reads), detection
 recall (a returned box with IoU >= 0.5 against the labelled box), character accuracy
 (1 - edit distance / label length against the best-matching read, floored at 0), time in
 PlateReader.read per image (wall clock and process CPU time, median and p90), and why the
 misses missed. Prints error classes and image positions (set#n), never plate text: some sets name
-their images by the plate.
+their images by the plate. A crop set (a folder with labels.csv: file,state,plate) is scored on
+PlateReader.read_plates (the reader's path for a plate detector's crops), exact match overall and
+per state; "detection recall" there is the share of crops with any read. Each set is read with
+its own region (from the folder name: -us, -eu, -br; default us), as OpenALPR's benchmark passes
+`-c`.
 
-    python bench/accuracy.py [--sets DIR ...] [--backend onnxruntime] [--threads 1] [--region eu|br|any]
-        [--detector text-lines|platedet] [--json OUT]
+    python bench/accuracy.py [--sets DIR ...] [--backend onnxruntime] [--threads 1] [--region us|na|eu|br|any]
+        [--detector text-lines|platedet] [--recognizer ppocrv6|ppocrv4] [--text-size PX] [--second-opinion] [--json OUT]
+    python bench/accuracy.py --frame-timing ../shared/datasets/openalpr-us   # CPU ms per 1280x720 frame
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -29,10 +35,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from alpr.gpu import PlateText, open_reader
+from alpr.gpu.models import RECOGNIZERS
 from alpr.gpu.plates import REGION_FORMATS, best_fit
 from alpr.gpu.reader import PlateReader, ReaderSettings
 
-DEFAULT_SETS = [REPO.parent / "shared" / "datasets" / name for name in ("openalpr-eu", "openalpr-br")]
+DATASETS = REPO.parent / "shared" / "datasets"
+DEFAULT_SETS = [DATASETS / name for name in ("openalpr-us", "openalpr-us-crops", "openalpr-eu", "openalpr-br")]
 IOU_HIT = 0.5
 IOU_NEAR = 0.2  # below this no returned box is even near the plate: a missed detection
 LOOKALIKES = {
@@ -60,8 +68,10 @@ class SetScore:
     cpu_ms: list[float] = field(default_factory=list)  # process CPU time: robust to a busy machine
     errors: Counter[str] = field(default_factory=Counter)
     misses: list[tuple[str, str]] = field(default_factory=list)
+    states: dict[str, list[int]] = field(default_factory=dict)  # crop sets: state -> [exact, crops]
 
     def summary(self) -> dict[str, object]:
+        per_state = {s: round(hit / n, 3) for s, (hit, n) in sorted(self.states.items())}
         return {
             "set": self.name,
             "images": self.images,
@@ -75,6 +85,8 @@ class SetScore:
             "cpu_ms_p90": round(float(np.percentile(self.cpu_ms, 90)), 1),
             "errors": dict(self.errors.most_common()),
             "misses": [{"image": image, "class": cls} for image, cls in self.misses],
+            **({"per_state": per_state, "crops_per_state": {s: n for s, (_, n) in self.states.items()}}
+               if self.states else {}),
         }
 
 
@@ -130,7 +142,41 @@ def classify(label: Label, reads: list[PlateText], formats: tuple[str, ...]) -> 
 
 def region_of(folder: Path) -> str:
     """Plate region a set is read with, as OpenALPR's own benchmark passes `-c eu` / `-c br`."""
-    return next((r for r in REGION_FORMATS if folder.name.endswith(f"-{r}")), "any")
+    name = folder.name.removesuffix("-crops")
+    return next((r for r in REGION_FORMATS if name.endswith(f"-{r}")), "us")
+
+
+def score_crops(reader: PlateReader, folder: Path) -> SetScore:
+    """One tight plate crop per image (labels.csv): exact = the reader's first read is the label."""
+    score = SetScore(folder.name)
+    rows = list(csv.DictReader((folder / "labels.csv").open()))
+    for n, row in enumerate(rows, 1):
+        image = cv2.imread(str(folder / row["file"]))
+        label = Label((0, 0, image.shape[1], image.shape[0]), row["plate"].strip().upper())
+        start, cpu_start = time.perf_counter(), time.process_time()
+        reads = [read for read in reader.read_plates([image]) if read is not None]
+        score.ms.append((time.perf_counter() - start) * 1000)
+        score.cpu_ms.append((time.process_time() - cpu_start) * 1000)
+        score.images += 1
+        score.plates += 1
+        hit = bool(reads) and reads[0].text == label.text
+        score.exact += hit
+        tally = score.states.setdefault(row["state"].lower(), [0, 0])
+        tally[0] += hit
+        tally[1] += 1
+        if not hit:
+            # The crop is the plate: compare the text only (the read's line is inside the crop).
+            where = Label(reads[0].box, label.text) if reads else label
+            cls = classify(where, reads[:1], REGION_FORMATS[reader.settings.region])
+            score.errors[cls] += 1
+            score.misses.append((f"{folder.name}#{n}", cls))
+        score.detected += bool(reads)  # crops: "detection" is a plate read on the crop at all
+        score.stray_reads += max(0, len(reads) - 1)
+        if reads:
+            score.char_accuracy_sum += max(0.0, 1 - edit_distance(reads[0].text, label.text) / len(label.text))
+        if n % 100 == 0 or n == len(rows):
+            print(f"  {folder.name}: {n}/{len(rows)}", file=sys.stderr, flush=True)
+    return score
 
 
 def score_set(reader: PlateReader, folder: Path) -> SetScore:
@@ -163,6 +209,41 @@ def score_set(reader: PlateReader, folder: Path) -> SetScore:
     return score
 
 
+FRAME = (1280, 720)
+FRAME_TARGET_MS = 150.0
+
+
+def time_frames(reader: PlateReader, folder: Path) -> dict[str, object]:
+    """CPU ms of PlateReader.read per 1280x720 frame, frames without a plate included: each
+    scene of an end-to-end set scaled and padded to 1280x720, once as is and once with its
+    labelled plates painted over (the same clutter, no plate)."""
+    with_plate: list[float] = []
+    without: list[float] = []
+    for path in sorted(folder.glob("*.jpg")):
+        image = cv2.imread(str(path))
+        scale = min(FRAME[0] / image.shape[1], FRAME[1] / image.shape[0])
+        frame = np.zeros((FRAME[1], FRAME[0], 3), np.uint8)
+        resized = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)))
+        frame[: resized.shape[0], : resized.shape[1]] = resized
+        blank = frame.copy()
+        for label in load_labels(path.with_suffix(".txt")):
+            x1, y1, x2, y2 = (round(v * scale) for v in label.box)
+            patch = blank[y1:y2, x1:x2]
+            if patch.size:
+                blank[y1:y2, x1:x2] = patch.reshape(-1, 3).mean(axis=0).astype(np.uint8)
+        for target, picture in ((with_plate, frame), (without, blank)):
+            start = time.process_time()
+            reader.read(picture)
+            target.append((time.process_time() - start) * 1000)
+    both = with_plate + without
+
+    def stats(values: list[float]) -> dict[str, float]:
+        return {"median": round(statistics.median(values), 1), "p90": round(float(np.percentile(values, 90)), 1)}
+
+    return {"set": folder.name, "frames": len(both), "cpu_ms_all": stats(both), "cpu_ms_with_plate": stats(with_plate),
+            "cpu_ms_without_plate": stats(without), "target_median_ms": FRAME_TARGET_MS}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", type=Path, default=DEFAULT_SETS)
@@ -177,20 +258,52 @@ def main() -> None:
         default="text-lines",
         help="text-lines (default): Apache-2.0 PP-OCRv4 models only; platedet: opt-in AGPL-3.0 plate detector",
     )
+    parser.add_argument("--recognizer", choices=sorted(RECOGNIZERS), default=ReaderSettings.recognizer)
+    parser.add_argument("--text-size", type=int, default=ReaderSettings.text_size, help="text detector long side")
+    parser.add_argument(
+        "--second-opinion", action="store_true", help="also read with the project's own recognizer (gpu/ownrec.py)"
+    )
     parser.add_argument("--text-lines-only", action="store_true", help=argparse.SUPPRESS)  # the old flag: now the default
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--frame-timing", type=Path, metavar="SET", help="only time 1280x720 frames made from this end-to-end set"
+    )
     args = parser.parse_args()
 
     cv2.setNumThreads(args.threads)  # OpenCV's own pool would otherwise add cores to a "one core" figure
+    if args.frame_timing:
+        reader = open_reader(
+            args.backend,
+            threads=args.threads,
+            settings=ReaderSettings(
+                region=args.region or region_of(args.frame_timing),
+                recognizer=args.recognizer,
+                text_size=args.text_size,
+                second_opinion=args.second_opinion,
+            ),
+        )
+        reader.read(np.zeros((720, 1280, 3), dtype=np.uint8))
+        timing = {"model_version": reader.model_version, **time_frames(reader, args.frame_timing)}
+        print(json.dumps(timing))
+        if args.json:
+            args.json.write_text(json.dumps(timing, indent=2))
+        return
     results = []
     for folder in args.sets:
         reader = open_reader(
             args.backend,
             threads=args.threads,
-            settings=ReaderSettings(region=args.region or region_of(folder), plate_detector=args.detector == "platedet"),
+            settings=ReaderSettings(
+                region=args.region or region_of(folder),
+                plate_detector=args.detector == "platedet",
+                recognizer=args.recognizer,
+                text_size=args.text_size,
+                second_opinion=args.second_opinion,
+            ),
         )
         reader.read(np.zeros((480, 640, 3), dtype=np.uint8))  # warm-up: session creation is not per-image time
-        summary = {"model_version": reader.model_version, **score_set(reader, folder).summary()}
+        scored = score_crops(reader, folder) if (folder / "labels.csv").is_file() else score_set(reader, folder)
+        summary = {"model_version": reader.model_version, **scored.summary()}
         results.append(summary)
         print(
             f"{summary['set']:<14} images {summary['images']:>4}  exact {summary['exact_match']:.3f}  "
@@ -201,12 +314,18 @@ def main() -> None:
         )
         for cls, count in summary["errors"].items():
             print(f"    {count:>3}  {cls}")
+        if "per_state" in summary:
+            counts = summary["crops_per_state"]
+            print("    per state: " + "  ".join(f"{s} {v:.2f} ({counts[s]})" for s, v in summary["per_state"].items()))
     if args.json:
         payload = {
             "backend": args.backend,
             "threads": args.threads,
             "region": args.region,
             "detector": args.detector,
+            "recognizer": args.recognizer,
+            "text_size": args.text_size,
+            "second_opinion": args.second_opinion,
             "sets": results,
         }
         args.json.write_text(json.dumps(payload, indent=2))

@@ -67,13 +67,24 @@ DETECTOR = ModelFile(
     license="AGPL-3.0",
     surgery=detector_heads,
 )
-RECOGNIZER = ModelFile(
-    name="recognizer",
+RECOGNIZER_V4 = ModelFile(
+    name="recognizer-v4",
     package="rapidocr_onnxruntime",
     relative_path="models/ch_PP-OCRv4_rec_infer.onnx",
     install_hint="pip install --no-deps rapidocr-onnxruntime==1.4.4",
     license="Apache-2.0",
 )
+# PP-OCRv6 small recognizer: same input and CTC output layout as v4 (dictionary of 18,708
+# symbols in its `character` metadata); the wheel's MODEL_LICENSES.md names the weights
+# Apache-2.0 (PaddleOCR's model cards). It reads US plate lines better than v4 (docs/models.md).
+RECOGNIZER = ModelFile(
+    name="recognizer",
+    package="rapidocr",
+    relative_path="models/PP-OCRv6_rec_small.onnx",
+    install_hint="pip install --no-deps rapidocr==3.10.0",
+    license="Apache-2.0",
+)
+RECOGNIZERS = {"ppocrv6": RECOGNIZER, "ppocrv4": RECOGNIZER_V4}
 TEXT_DETECTOR = ModelFile(
     name="text-detector",
     package="rapidocr_onnxruntime",

@@ -15,17 +15,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 
+import cv2
 import numpy as np
 
 from alpr.gpu import detect, plates, recognize, textlines
 from alpr.gpu.backends import Backend, BackendUnavailable, OnnxRuntimeBackend
 from alpr.gpu.batching import run_batched
 from alpr.gpu.imaging import crop
-from alpr.gpu.models import DETECTOR, RECOGNIZER, TEXT_DETECTOR, ModelFile
+from alpr.gpu.models import DETECTOR, RECOGNIZERS, TEXT_DETECTOR, ModelFile
 
 log = logging.getLogger(__name__)
 
-POSTPROCESS_VERSION = "alpr-post-2"  # 2: joined lines, EU-band free-form reads, recognizer-chosen swaps
+# 2: joined lines, EU-band free-form reads, recognizer-chosen swaps; 3: plate regions (us/na rules)
+POSTPROCESS_VERSION = "alpr-post-3"
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,19 @@ class ReaderSettings:
     text_pad: tuple[float, float] = (0.0, 0.0)  # crop margins of a text line (DB boxes are unclipped already)
     free_form_plates: bool = True  # accept reads that fit no format if the line has an EU band (regions eu, any)
     free_form_confidence: float = 0.8  # lowest character confidence of such a read
-    region: str = "any"  # key of plates.REGION_FORMATS: which plate formats reads are fitted to
+    # Regions us/na: lowest character confidence of a read that fits no layout (a vanity plate).
+    vanity_confidence: float = 0.8
+    # Long side of the frame fed to the text detector on the default path; None: the region's
+    # (plates.Region.text_size: 960 for us/na, where plates are small in road scenes, else 736).
+    text_size: int | None = None
+    # Which plate rules apply (plates.REGION_FORMATS keys): us (default: the users' plates),
+    # na (US, Canada, Mexico), eu, br, any (eu + br).
+    region: str = "us"
+    # Text recognizer (models.RECOGNIZERS): ppocrv6 (PP-OCRv6 small) or ppocrv4.
+    recognizer: str = "ppocrv6"
+    # Also read each candidate plate with the project's own US recognizer (gpu/ownrec.py, the
+    # plate around the line) and keep whichever read is more plate-like, then more confident.
+    second_opinion: bool = False
 
 
 class PlateReader:
@@ -75,21 +89,31 @@ class PlateReader:
     def __init__(self, backend: Backend, settings: ReaderSettings = ReaderSettings()) -> None:
         self.backend = backend
         self.settings = settings
-        if settings.region not in plates.REGION_FORMATS:
-            raise ValueError(f"unknown region {settings.region!r}; known: {sorted(plates.REGION_FORMATS)}")
-        self._formats = plates.REGION_FORMATS[settings.region]
-        dictionary = backend.metadata(RECOGNIZER)["character"].splitlines()
+        self._region = plates.region(settings.region)  # ValueError for an unknown region
+        if settings.recognizer not in RECOGNIZERS:
+            raise ValueError(f"unknown recognizer {settings.recognizer!r}; known: {sorted(RECOGNIZERS)}")
+        self._recognizer = RECOGNIZERS[settings.recognizer]
+        dictionary = backend.metadata(self._recognizer)["character"].splitlines()
         self._alphabet = recognize.AlphabetFold(dictionary)
         detector = f"platedet-{version('platedet')}+" if settings.plate_detector else ""
         # Reads depend on the region's formats too, so the region is part of the version.
+        self._own = None
+        own = ""
+        if settings.second_opinion:
+            from alpr.gpu.ownrec import PlateRecognizer
+
+            self._own = PlateRecognizer(backend)
+            own = f"+own-{self._own.model.sha256()[:12]}"
         self.model_version = (
-            f"{detector}ppocrv4-rapidocr-{version('rapidocr-onnxruntime')}+{POSTPROCESS_VERSION}-{settings.region}"
+            f"{detector}{settings.recognizer}-rapidocr-{version(self._recognizer.package)}{own}"
+            f"+{POSTPROCESS_VERSION}-{settings.region}"
         )
 
     @property
     def models(self) -> tuple[ModelFile, ...]:
         """The model files this reader's settings use (each with its license)."""
-        return (DETECTOR, RECOGNIZER, TEXT_DETECTOR) if self.settings.plate_detector else (RECOGNIZER, TEXT_DETECTOR)
+        used = (self._recognizer, TEXT_DETECTOR)
+        return (DETECTOR, *used) if self.settings.plate_detector else used
 
     def read(self, image_bgr: np.ndarray) -> list[PlateText]:
         return self.read_batch([image_bgr])[0]
@@ -101,7 +125,8 @@ class PlateReader:
         settings = self.settings
         results: list[list[PlateText]] = [[] for _ in images]
         if not settings.plate_detector:
-            self._read_text_lines(images, results, list(range(len(images))), settings.text_fallback_size or 736)
+            size = settings.text_size or self._region.text_size
+            self._read_text_lines(images, results, list(range(len(images))), size)
             return results
         found = self._detect_at(images, settings.detector_size, settings.retry_min_score)
         strong = [[d for d in dets if d.score >= settings.min_detection_score] for dets in found]
@@ -138,7 +163,8 @@ class PlateReader:
         for index, (_, scale), (prob,) in zip(indices, prepared, outputs):
             lines = textlines.decode(prob, scale, images[index].shape)[: settings.max_text_lines]
             # A text line has no plate score; 1.0 leaves its confidence to the recognizer.
-            boxes += [(index, detect.Detection(box, 1.0)) for box in lines + textlines.join_rows(lines)]
+            joined = textlines.join_rows(lines) if self._region.join_lines else []
+            boxes += [(index, detect.Detection(box, 1.0)) for box in lines + joined]
         variable = not self.backend.square_inputs
         reads = self._read_boxes(images, boxes, settings.text_pad, fixed_width=not variable)
         # A plate-length read that fits no format may have lost an edge character to a tight
@@ -148,30 +174,23 @@ class PlateReader:
             for n, read in enumerate(reads)
             if read is not None and not read.fits_format and plates.FREE_FORM_LENGTH[0] <= len(read.text) <= 8
         ]
-        if again and settings.loose_pad:
+        if again and settings.loose_pad and self._region.join_lines:
             retried = self._read_boxes(images, [boxes[n] for n in again], settings.loose_pad, fixed_width=not variable)
             for n, loose in zip(again, retried):
                 if loose is not None and loose.fits_format:
                     reads[n] = loose
-        free_form = settings.free_form_plates and settings.region in plates.FREE_FORM_REGIONS
+        region = self._region
+        if self._own is not None:
+            reads = self._second_opinion(images, boxes, reads)
         kept: dict[int, list[tuple[tuple[int, int, float], PlateText]]] = {}
         for (index, det), read in zip(boxes, reads):
-            if read is None:
+            rank = self._rank(read, images[index], det.box) if read is not None else 0
+            if read is None or rank == 0:
                 continue
             confidence = float(np.mean(read.confidences))
-            if read.fits_format:
-                rank = 2
-            elif (
-                free_form
-                and plates.FREE_FORM_LENGTH[0] <= len(read.text) <= plates.FREE_FORM_LENGTH[1]
-                and min(read.confidences) >= settings.free_form_confidence
-                and textlines.eu_band(images[index], det.box)
-            ):
-                rank = 1
-            else:
-                continue
             if confidence >= settings.min_text_confidence:
-                x1, y1, x2, y2 = (round(v) for v in det.box)
+                ih, iw = images[index].shape[:2]
+                x1, y1, x2, y2 = (round(v) for v in _clip(region.plate_box(det.box), iw, ih))
                 plate = PlateText(read.text, confidence, read.confidences, (x1, y1, x2, y2))
                 kept.setdefault(index, []).append(((rank, len(read.text), confidence), plate))
         for index, found in kept.items():
@@ -180,6 +199,121 @@ class PlateReader:
                     _overlaps(plate.box, other.box) for other in results[index]
                 ):
                     results[index].append(plate)
+
+    def _rank(self, read: plates.Read, image: np.ndarray, line: tuple[float, float, float, float]) -> int:
+        """How plate-like a line's read is: 2 fits a layout of the region, 1 is a plate of no
+        layout (a confident vanity read in us/na, a confident read beside an EU band in eu/any),
+        0 is not a plate (other text, or surround text such as a state name)."""
+        settings, region = self.settings, self._region
+        if read.fits_format and not plates.is_surround_text(read.text):
+            return 2
+        if region.vanity and plates.vanity_plausible(read.text, read.confidences, settings.vanity_confidence):
+            return 1
+        if (
+            settings.free_form_plates
+            and region.eu_band
+            and plates.FREE_FORM_LENGTH[0] <= len(read.text) <= plates.FREE_FORM_LENGTH[1]
+            and min(read.confidences) >= settings.free_form_confidence
+            and textlines.eu_band(image, line)
+        ):
+            return 1
+        return 0
+
+    def _second_opinion(
+        self,
+        images: list[np.ndarray],
+        boxes: list[tuple[int, detect.Detection]],
+        reads: list[plates.Read | None],
+    ) -> list[plates.Read | None]:
+        """Each line's read, or the own recognizer's read of the plate around the line where the
+        line's read is no plate and the own read fits a layout with every character confident."""
+        assert self._own is not None
+        crops, slots = [], []
+        for n, (index, det) in enumerate(boxes):
+            patch = crop(images[index], det.box, *OWN_PLATE_PAD)
+            if patch.shape[0] >= 4 and patch.shape[1] >= 4:
+                crops.append(patch)
+                slots.append(n)
+        out = list(reads)
+        for n, chars in zip(slots, self._own.read(crops)):
+            if not chars.text:
+                continue
+            own = self._region.repair(chars)
+            index, det = boxes[n]
+            mine = out[n]
+            # Only where PP-OCR's read is no plate and the own read fits a layout, confidently:
+            # letting the more confident read win measured worse (US scenes 0.829 -> 0.802).
+            if (
+                (mine is None or self._rank(mine, images[index], det.box) == 0)
+                and self._rank(own, images[index], det.box) == 2
+                and min(own.confidences) >= self.settings.vanity_confidence
+            ):
+                out[n] = own
+        return out
+
+    def read_plates(self, crops: list[np.ndarray]) -> list[PlateText | None]:
+        """The text of plate crops (a plate detector's boxes, or tightly cut plates), one read per
+        crop, None where nothing on it reads as a plate.
+
+        A plate holds more text than its characters (state name, slogan, month and year
+        stickers, dealer frame): the crop's text lines are found (text detector at the crop's
+        own scale, at least PLATE_TEXT_SIZE), each read, and among the lines at least
+        PLATE_LINE_HEIGHT as tall as the tallest (a plate's characters are its largest text) the
+        most plate-like read wins: layout fit, then a plate of no layout, then any read that is
+        not surround text; among equals the longer read (a whole line over one of its halves),
+        then the taller line, then confidence. Boxes are in crop pixels.
+        """
+        if not crops:
+            return []
+        settings = self.settings
+        padded = [_pad(c) for c in crops]
+        prepared = [
+            textlines.prepare(c, min(PLATE_TEXT_MAX, max(PLATE_TEXT_SIZE, *c.shape[:2])), self.backend.square_inputs)
+            for c in padded
+        ]
+        outputs = run_batched(self.backend, TEXT_DETECTOR, [tensor for tensor, _ in prepared])
+        boxes: list[tuple[int, detect.Detection]] = []
+        for index, (_, scale), (prob,) in zip(range(len(crops)), prepared, outputs):
+            lines = textlines.decode(prob, scale, padded[index].shape)[: settings.max_text_lines]
+            boxes += [(index, detect.Detection(box, 1.0)) for box in lines + textlines.join_rows(lines)]
+        reads = self._read_boxes(padded, boxes, settings.text_pad, fixed_width=self.backend.square_inputs)
+        candidates = [
+            (index, det.box, read)
+            for (index, det), read in zip(boxes, reads)
+            if read is not None and not plates.is_surround_text(read.text) and 2 <= len(read.text) <= 8
+        ]
+        tallest = [0.0] * len(crops)
+        for index, (_, y1, _, y2), _ in candidates:
+            tallest[index] = max(tallest[index], y2 - y1)
+        best: list[tuple[tuple[bool, int, int, float, float], PlateText] | None] = [None] * len(crops)
+        for index, (x1, y1, x2, y2), read in candidates:
+            rank = self._rank(read, padded[index], (x1, y1, x2, y2))
+            confidence = float(np.mean(read.confidences))
+            tall = y2 - y1 >= PLATE_LINE_HEIGHT * tallest[index]
+            key = (tall, rank, len(read.text), y2 - y1, confidence)
+            if best[index] is None or key > best[index][0]:  # type: ignore[index]
+                ih, iw = crops[index].shape[:2]
+                box = _clip((x1 - PLATE_PAD, y1 - PLATE_PAD, x2 - PLATE_PAD, y2 - PLATE_PAD), iw, ih)
+                rounded = (round(box[0]), round(box[1]), round(box[2]), round(box[3]))
+                plate = PlateText(read.text, confidence, read.confidences, rounded)
+                best[index] = (key, plate)
+        if self._own is not None:
+            for index, chars in enumerate(self._own.read(crops)):
+                if not chars.text:
+                    continue
+                own = self._region.repair(chars)
+                if plates.is_surround_text(own.text) or not 2 <= len(own.text) <= 8:
+                    continue
+                ih, iw = crops[index].shape[:2]
+                rank, confidence = self._rank(own, crops[index], (0.0, 0.0, iw, ih)), float(np.mean(own.confidences))
+                found = best[index]
+                # As in _second_opinion: only a confident layout fit over no plate-like read.
+                if (found is None or found[0][1] == 0) and rank == 2 and min(own.confidences) >= (
+                    self.settings.vanity_confidence
+                ):
+                    plate = PlateText(own.text, confidence, own.confidences, (0, 0, iw, ih))
+                    best[index] = ((True, rank, len(own.text), float(ih), confidence), plate)
+        return [found[1] if found else None for found in best]
 
     def _recognize(
         self,
@@ -232,8 +366,8 @@ class PlateReader:
                 crops.append(recognize.prepare(patch, fixed_width=fixed_width))
                 slots.append(n)
         reads: list[plates.Read | None] = [None] * len(boxes)
-        for n, (probs,) in zip(slots, run_batched(self.backend, RECOGNIZER, crops)):
-            read = plates.repair(self._alphabet.decode(probs), self._formats)
+        for n, (probs,) in zip(slots, run_batched(self.backend, self._recognizer, crops)):
+            read = self._region.repair(self._alphabet.decode(probs))
             reads[n] = read if read.text else None
         return reads
 
@@ -244,6 +378,26 @@ class PlateReader:
             detect.decode(heads, transform, image.shape, min_score)
             for image, (_, transform), heads in zip(images, prepared, outputs)
         ]
+
+
+# Plate crops get a replicated border (the text detector finds nothing touching the edge) and a
+# text-detector input of at least PLATE_TEXT_SIZE px on the long side (a 100 px wide crop's
+# characters are too small for it otherwise), at most PLATE_TEXT_MAX.
+PLATE_PAD = 16
+PLATE_TEXT_SIZE = 320
+PLATE_TEXT_MAX = 640
+PLATE_LINE_HEIGHT = 0.7
+# The own recognizer reads whole plates (state name and slogan included): it gets the plate
+# around a character line, the line grown by these fractions of its width and height per side.
+OWN_PLATE_PAD = (0.08, 0.7)
+
+
+def _pad(crop_bgr: np.ndarray) -> np.ndarray:
+    return cv2.copyMakeBorder(crop_bgr, PLATE_PAD, PLATE_PAD, PLATE_PAD, PLATE_PAD, cv2.BORDER_REPLICATE)
+
+
+def _clip(box: tuple[float, float, float, float], width: int, height: int) -> tuple[float, float, float, float]:
+    return max(0.0, box[0]), max(0.0, box[1]), min(float(width), box[2]), min(float(height), box[3])
 
 
 def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:

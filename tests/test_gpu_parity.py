@@ -100,7 +100,7 @@ def test_worker_on_the_gpu_reads_every_car_through_kafka(settings, codec, unique
     plates = DEMO_PLATES[:3]
     scene = Scene(frames_per_car=4, empty_frames=1)
     _publish_frames(settings, codec, frames_topic, list(drive_by(plates, seed=0, scene=scene)))
-    reader = open_reader("cuda", max_batch=16)
+    reader = open_reader("cuda", max_batch=16, settings=ReaderSettings(region="br"))  # Mercosur footage
     worker = RecognitionWorker(settings, reader, batch_size=16, deadline_ms=100, group=f"g-{unique}",
                                frames_topic=frames_topic, reads_topic=reads_topic, inference_threads=2)
     stop = threading.Event()

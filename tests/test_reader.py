@@ -75,7 +75,9 @@ def test_read_batch_keeps_image_order_and_empty_frames(reader) -> None:
 
 
 def test_default_reader_reads_text_lines_that_fit_a_plate_format(reader) -> None:
-    assert reader.read(scene("HELLO")) == []  # legible, but no plate format fits and no EU band
+    assert reader.read(scene("TEXAS")) == []  # legible, but a state name, not a plate (region us)
+    eu = open_reader("onnxruntime", settings=ReaderSettings(region="eu"))
+    assert eu.read(scene("HELLO")) == []  # no EU plate format fits and no EU band
 
 
 def test_default_reader_loads_no_agpl_model(reader) -> None:
@@ -87,8 +89,8 @@ def test_default_reader_loads_no_agpl_model(reader) -> None:
 
 
 def test_model_version_names_the_models_and_the_region(reader) -> None:
-    assert reader.model_version.startswith("ppocrv4-rapidocr-1.4.4+")
-    assert reader.model_version.endswith("-any")
+    assert reader.model_version.startswith("ppocrv6-rapidocr-3.10.0+")
+    assert reader.model_version.endswith("-us")  # the default region: the users' plates
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +99,7 @@ def platedet_reader():
 
 
 def test_platedet_is_an_explicit_opt_in_and_says_so(platedet_reader) -> None:
-    assert platedet_reader.model_version.startswith("platedet-0.0.2+ppocrv4-rapidocr-1.4.4+")
+    assert platedet_reader.model_version.startswith("platedet-0.0.2+ppocrv6-rapidocr-3.10.0+")
     assert DETECTOR.license == "AGPL-3.0" and DETECTOR in platedet_reader.models
     (read,) = platedet_reader.read(scene("ABC1234"))
     assert read.text == "ABC1234"

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from alpr.gpu import open_reader
+from alpr.gpu import ReaderSettings, open_reader
 from alpr.core import kafka
 from alpr.ops.broker import DevBroker, free_port
 from alpr.recognition.footage import DEMO_PLATES, Scene, car_frame, drive_by
@@ -26,7 +26,9 @@ from tests.conftest import alpr_env, drain, make_topic
 
 @pytest.fixture(scope="module")
 def reader():
-    return open_reader("onnxruntime", threads=1)
+    # The synthetic footage draws Mercosur-style plates (BRA2E19, MNO7P89): read them with the
+    # Brazilian rules, which keep the O that the default US rules write as 0.
+    return open_reader("onnxruntime", threads=1, settings=ReaderSettings(region="br"))
 
 
 def _publish_frames(settings, codec, topic: str, images, camera_id: str = "cam-t") -> list[Frame]:

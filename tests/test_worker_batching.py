@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from alpr.gpu import open_reader
+from alpr.gpu import ReaderSettings, open_reader
 from alpr.recognition.footage import DEMO_PLATES, car_frame
 from alpr.recognition.worker import FrameBatcher, RecognitionWorker
 from tests.conftest import make_topic
@@ -105,8 +105,8 @@ class _GatedReader:
     """The real CPU reader, holding its second batch until the test opens the gate."""
 
     def __init__(self) -> None:
-        self.real = open_reader("onnxruntime", threads=1)
-        self.backend, self.model_version = self.real.backend, self.real.model_version
+        self.real = open_reader("onnxruntime", threads=1, settings=ReaderSettings(region="br"))  # Mercosur footage
+        self.backend, self.model_version, self.settings = self.real.backend, self.real.model_version, self.real.settings
         self.gate, self.sizes, self.calls = threading.Event(), [], 0
 
     def read_batch(self, images):

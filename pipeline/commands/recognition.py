@@ -15,10 +15,11 @@ BACKENDS = ["onnxruntime", "cuda", "tensorrt"]
 
 
 def open_reader_or_fail(backend: str, threads: int):
-    from alpr.gpu import BackendUnavailable, open_reader
+    """A reader with the deployment's plate region (ALPR_PLATE_REGION) on the named backend."""
+    from alpr.gpu import BackendUnavailable, ReaderSettings, open_reader
 
-    try:  # the TensorRT backend takes its engine cache from ALPR_TRT_CACHE (the worker's volume)
-        return open_reader(backend, threads=threads)
+    try:  # the region from ALPR_PLATE_REGION; TensorRT's engine cache from ALPR_TRT_CACHE
+        return open_reader(backend, threads=threads, settings=ReaderSettings(region=settings().plate_region))
     except BackendUnavailable as exc:
         raise ConfigError(str(exc)) from None
 

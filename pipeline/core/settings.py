@@ -134,6 +134,11 @@ class Settings(BaseSettings):
         20.0, gt=0, description="After SIGTERM, how long a process may finish its batch before it exits hard.")
     instance_id: str | None = Field(None, description="Name of this process in alpr status; default role@host:pid.")
 
+    # --- Recognition
+    plate_region: Literal["us", "na", "eu", "br", "any"] = Field(
+        "us", description="Plate rules the reader applies (layouts, vanity plates, O as 0): us, na (US, Canada, "
+        "Mexico), eu, br, any (eu + br).")
+
     # --- Recognition on GPUs
     trt_cache: Path = Field(
         Path.home() / ".cache" / "alpr" / "tensorrt",

@@ -129,13 +129,13 @@ def _seed(settings: Settings, codec: Codec, password: str) -> None:
              password=password, trained_at=datetime.now(timezone.utc) - timedelta(days=30))
     week = (datetime.now(timezone.utc) + timedelta(days=7)).date().isoformat()
     for plate, reason, case in (("BRA2E19", "STOLEN_VEHICLE", "26-11873"),
-                                ("MN07P89", "WARRANT", "26-10422")):  # a 0 where the camera sees an O
+                                ("MN07PB9", "WARRANT", "26-10422")):  # a B where the camera sees an 8
         hotlist.add(settings, codec, hotlist.make_entry(plate=plate, state="CA", reason=reason, source="LOCAL",
                                                         case_number=case, expires=week, agency="RIC",
                                                         user="dispatch.demo"), audit=audit)
     partials.add(settings, codec, pattern="QRS?T*", case_number="26-09001", incident_type="ARMED ROBBERY",
                  user="det.demo", audit=audit)
-    say("hotlist: BRA2E19 (stolen vehicle), MN07P89 (warrant); partial plate QRS?T* (armed robbery)")
+    say("hotlist: BRA2E19 (stolen vehicle), MN07PB9 (warrant); partial plate QRS?T* (armed robbery)")
 
 
 def _start_alerts(settings: Settings, work: Path) -> subprocess.Popen:

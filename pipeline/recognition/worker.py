@@ -164,6 +164,8 @@ class RecognitionWorker:
         self._infer_pool = ThreadPoolExecutor(self._inference_threads, thread_name_prefix="infer")
         deadline = settings.worker_batch_deadline_ms if deadline_ms is None else deadline_ms
         self.batcher = FrameBatcher(self.consumer.poll_batch, self.batch_size, deadline / 1000, self._decode_pool)
+        # The plate region (ALPR_PLATE_REGION) decides which reads exist; say which one runs.
+        log.info("worker.reader", model_version=reader.model_version, plate_region=reader.settings.region)
 
     def ready(self) -> bool:
         """In the group and able to publish: what /readyz reports."""
