@@ -134,7 +134,7 @@ def test_index_lookup_confusions_and_expiry():
     idx.put(old.key, old)
     assert idx.lookup("8BS0", now) == [live] and idx.lookup("1II1", now) == []
     assert [(e.plate, swap) for e, swap in idx.possible("BBS0", now)] == [("8BS0", "B/8")]
-    assert [(e.plate, swap) for e, swap in idx.possible("8BSO", now)] == [("8BS0", "O/0")]
+    assert idx.lookup("8BSO", now) == [live] and idx.possible("8BSO", now) == []  # O and 0 are one character
     assert idx.possible("8BS0", now) == [] and idx.possible("BB50", now) == []  # two substitutions: no
     idx.put(live.key, None)
     assert idx.lookup("8BS0", now) == [] and len(idx) == 1
@@ -233,3 +233,20 @@ def test_index_decodes_on_lookup_and_drops_what_it_cannot_trust():
     assert len(idx) == 1 and idx.undecodable == 2
     idx.put_raw(good.key, None)
     assert idx.lookup("1RAW111", now) == [] and len(idx) == 0
+
+
+def test_a_plate_entered_with_the_letter_o_matches_the_us_readers_zero_exactly():
+    """The US reader writes O as 0; an entry typed 'ABCO123' must still be an EXACT hit for 'ABC0123',
+    and the O/0 confusion must not also surface as a POSSIBLE hit for the same entry."""
+    now = datetime.now(timezone.utc)
+    index = hotlist.HotlistIndex()
+    entry = hotlist.make_entry(plate="ABCO123", state="CA", reason="STOLEN_VEHICLE", source="LOCAL",
+                               case_number="26-1", expires=None, agency="SPD", user="clerk", now=now)
+    index.put(entry.key, entry)
+    assert [e.plate for e in index.lookup("ABC0123", now)] == ["ABCO123"]
+    assert [e.plate for e in index.lookup("ABCO123", now)] == ["ABCO123"]
+    assert index.possible("ABC0123", now) == []
+    assert [(e.plate, swap) for e, swap in index.possible("A8C0123", now)] == [("ABCO123", "8/B")]
+    assert index.get(entry.key) == entry
+    index.put(entry.key, None)
+    assert index.lookup("ABC0123", now) == []

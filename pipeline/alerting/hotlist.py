@@ -79,8 +79,17 @@ def confusion_neighbours(plate: str) -> Iterator[tuple[str, str]]:
             yield plate[:i] + alt + plate[i + 1:], f"{ch}/{alt}"
 
 
+def same_plate(plate: str) -> str:
+    """The form plates are matched in: the letter O and the digit 0 are one character.
+
+    US plate fonts draw them alike, issuing authorities do not issue two plates that differ
+    only there, and the US reader writes both as 0; so a hotlist entry typed with an O must
+    still be an EXACT match for the read."""
+    return plate.replace("O", "0")
+
+
 class HotlistIndex:
-    """Entries by key and by plate; updated from the topic, read on every plate read.
+    """Entries by key and by plate (O and 0 matched as one, `same_plate`); updated from the topic, read on every plate read.
 
     `put_raw` files an entry's Avro bytes under the plate its key names and decodes them
     only when a read looks that plate up: a worker starts with 100,000 entries in well
@@ -117,6 +126,7 @@ class HotlistIndex:
                 self.undecodable += 1
                 log.error("hotlist.bad_key", reason="key does not name STATE:PLATE")
             return
+        plate = same_plate(plate)
         self._by_key[key] = plate
         self._by_plate.setdefault(plate, {})[key] = value
 
@@ -144,13 +154,13 @@ class HotlistIndex:
 
     def lookup(self, plate: str, now: datetime) -> list[HotlistEntry]:
         """Unexpired entries for exactly this plate (any state)."""
-        return [e for e in self._entries(plate).values() if not expired(e, now)]
+        return [e for e in self._entries(same_plate(plate)).values() if not expired(e, now)]
 
     def possible(self, plate: str, now: datetime) -> list[tuple[HotlistEntry, str]]:
         """Unexpired entries one OCR confusion away from the plate, with the confusion."""
-        out = []
+        out, own = [], same_plate(plate)
         for neighbour, swap in confusion_neighbours(plate):
-            if neighbour in self._by_plate:
+            if same_plate(neighbour) != own and same_plate(neighbour) in self._by_plate:
                 for e in self.lookup(neighbour, now):
                     out.append((e, swap))
         return out
