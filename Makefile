@@ -30,6 +30,6 @@ test: $(STAMP)
 # Each prints its validation scores on held-out synthetic plates; see gpu/weights/*.md.
 train-recognizer: $(STAMP)
 	$(VENV)/bin/pip install -q -e '.[train]'
-	$(VENV)/bin/python -m alpr.gpu.training.recognizer --seed 0 --out gpu/weights/us_plate_rec.onnx
+	$(VENV)/bin/python -m alpr.gpu.training.recognizer --seed 1 --samples 40000 --steps 3000 --workers 2 --out gpu/weights/us_plate_rec.onnx
 
 .PHONY: train-recognizer

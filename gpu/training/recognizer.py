@@ -1,6 +1,8 @@
 """Train the US plate recognizer on synthetic plates, export it to ONNX, print its validation scores.
 
-    python -m alpr.gpu.training.recognizer --seed 0 --out gpu/weights/us_plate_rec.onnx
+    python -m alpr.gpu.training.recognizer --seed 1 --samples 40000 --steps 3000 --out gpu/weights/us_plate_rec.onnx
+
+(the shipped weights came from a chain of shorter runs: gpu/weights/us_plate_rec.md lists them).
 
 Everything comes from the seed: the training set is samples (seed, 0..N-1) of
 `alpr.gpu.training.synth`, the validation set samples (seed, VALIDATION_OFFSET + i), so the two
