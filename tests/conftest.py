@@ -113,3 +113,16 @@ def alpr(settings, monkeypatch):
 def alpr_env(**extra: str) -> dict[str, str]:
     """The environment for an `alpr` child process: the caller's, less every ALPR_ variable, plus `extra`."""
     return {**{k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}, **extra}
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "the condition"):
+    """Poll an observable condition until it holds (its value is returned) or fail the test naming it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)  # polling a condition with a deadline, not synchronising on time
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

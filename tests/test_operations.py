@@ -23,7 +23,7 @@ from alpr.core.topics import FRAMES, READS, STATUS, TOPICS, apply_topics
 from alpr.recognition.worker import GROUP
 from alpr.schemas import Codec, PlateRead
 from alpr.schemas.models import Heartbeat
-from tests.conftest import drain
+from tests.conftest import drain, wait_for
 
 
 @pytest.fixture
@@ -69,14 +69,6 @@ def _value(text: str, name: str) -> float:
                if line.startswith(name) and not line.startswith("#"))
 
 
-def _until(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.timeout(240)
@@ -87,10 +79,10 @@ def test_camera_and_worker_metrics_move_and_sigterm_commits_everything(stack, tm
     worker = _spawn(settings, tmp_path, "worker-a", "worker", "--batch-size", "2")
     try:
         cam_url, worker_url = _metrics_url(settings, "cam-a"), _metrics_url(settings, "worker-a")
-        _until(lambda: _value(_scrape(cam_url)[1], "alpr_camera_frames_sent_total") >= 5, 60, "camera frames")
-        _until(lambda: _scrape(worker_url, "/readyz")[0] == 200, 60, "worker ready")
+        wait_for(lambda: _value(_scrape(cam_url)[1], "alpr_camera_frames_sent_total") >= 5, 60, "camera frames")
+        wait_for(lambda: _scrape(worker_url, "/readyz")[0] == 200, 60, "worker ready")
         assert _scrape(worker_url, "/healthz")[0] == 200
-        _until(lambda: _value(_scrape(worker_url)[1], "alpr_reads_total") >= 1, 120, "worker reads")
+        wait_for(lambda: _value(_scrape(worker_url)[1], "alpr_reads_total") >= 1, 120, "worker reads")
         text = _scrape(worker_url)[1]
         assert _value(text, "alpr_worker_frames_total") >= 1
         assert "alpr_inference_seconds_bucket" in text
@@ -118,12 +110,12 @@ def test_status_shows_a_killed_worker_down_within_10_seconds(stack, tmp_path) ->
     worker = _spawn(settings, tmp_path, "worker-k", "worker")
     follower = StatusFollower(settings)
     try:
-        _until(lambda: (follower.poll(0.5) or True) and "worker     UP" in follower.board.render({}), 60,
+        wait_for(lambda: (follower.poll(0.5) or True) and "worker     UP" in follower.board.render({}), 60,
                "worker up in status")
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         killed = time.monotonic()
-        _until(lambda: (follower.poll(0.5) or True) and "worker     DOWN" in follower.board.render({}), 15,
+        wait_for(lambda: (follower.poll(0.5) or True) and "worker     DOWN" in follower.board.render({}), 15,
                "worker down in status")
         assert time.monotonic() - killed <= 10
     finally:
@@ -151,14 +143,14 @@ def test_alerts_warehouse_and_proxy_metrics_move_with_traffic(stack, tmp_path) -
     warehouse = _spawn(settings, tmp_path, "warehouse-a", "warehouse", ALPR_PROXY_PORT=str(proxy_port))
     try:
         alerts_url, wh_url = _metrics_url(settings, "alerts-a", 90), _metrics_url(settings, "warehouse-a", 90)
-        _until(lambda: _scrape(alerts_url, "/readyz")[0] == 200, 90, "alerts ready")
+        wait_for(lambda: _scrape(alerts_url, "/readyz")[0] == 200, 90, "alerts ready")
         pub = kafka.Publisher(settings, codec, "ops-test")
         now = datetime.now(timezone.utc)
         for i, plate in enumerate(("7OPS123", "7OPS999", "8ABC000")):
             pub.publish(READS, plate, read(i, plate).model_copy(update={"read_id": f"ops-{i}", "captured_at": now}))
         pub.flush()
-        _until(lambda: _value(_scrape(alerts_url)[1], 'alpr_alerts_total{kind="EXACT"}') >= 1, 90, "an alert")
-        _until(lambda: _value(_scrape(wh_url)[1], 'alpr_sink_rows_total{table="reads"}') >= 3, 90, "rows stored")
+        wait_for(lambda: _value(_scrape(alerts_url)[1], 'alpr_alerts_total{kind="EXACT"}') >= 1, 90, "an alert")
+        wait_for(lambda: _value(_scrape(wh_url)[1], 'alpr_sink_rows_total{table="reads"}') >= 3, 90, "rows stored")
         client = clickhouse_connect.get_client(host="127.0.0.1", port=proxy_port, username="analyst-ops",
                                                password=PASSWORD)
         rows = client.query("SELECT count() FROM alpr.reads WHERE read_id LIKE 'ops-%'",
@@ -195,7 +187,7 @@ def test_standalone_proxy_serves_metrics_and_stops_on_sigterm(stack, tmp_path) -
     proxy = _spawn(settings, tmp_path, "proxy-a", "proxy", ALPR_PROXY_PORT=str(port))
     try:
         url = _metrics_url(settings, "proxy-a")
-        _until(lambda: _scrape(url, "/readyz")[0] == 200, 60, "proxy ready")
+        wait_for(lambda: _scrape(url, "/readyz")[0] == 200, 60, "proxy ready")
         client = clickhouse_connect.get_client(host="127.0.0.1", port=port, username="analyst-px", password=PASSWORD)
         assert client.query("SELECT count() FROM alpr.reads", settings={
             "SQL_case": "24-PX", "SQL_purpose": "standalone proxy check"}).result_rows == [(0,)]

@@ -43,7 +43,7 @@ from alpr.schemas.models import AgencyType, Heartbeat
 from alpr.warehouse import evidence, holds
 from alpr.warehouse.control import RemoteStore
 from alpr.warehouse.service import warehouse_running
-from tests.conftest import drain
+from tests.conftest import drain, wait_for
 from tests.people import PASSWORD, publish_user
 from tests.records import read
 
@@ -51,14 +51,6 @@ NOW = datetime.now(timezone.utc)
 LIVENESS_S = 5.0
 
 
-def _until(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.2)  # polling an observable condition with a deadline
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _metrics_url(settings, instance: str) -> str | None:
@@ -114,9 +106,9 @@ def test_custodians_and_operators_work_while_the_warehouse_runs(env, tmp_path) -
                             stdout=subprocess.PIPE, stderr=open(tmp_path / "warehouse.log", "wb"), text=True)
     feeding = threading.Event()
     try:
-        url = _until(lambda: _metrics_url(settings, "wh-test") or proc.poll() is not None, 120, "a metrics URL")
+        url = wait_for(lambda: _metrics_url(settings, "wh-test") or proc.poll() is not None, 120, "a metrics URL")
         assert proc.poll() is None, (tmp_path / "warehouse.log").read_text()
-        _until(lambda: _status(url, "/readyz") == 200, 120, "the warehouse ready")
+        wait_for(lambda: _status(url, "/readyz") == 200, 120, "the warehouse ready")
         assert warehouse_running(settings)
 
         # Historical partner reads (500 days old), three in the held range and four not.
@@ -142,8 +134,8 @@ def test_custodians_and_operators_work_while_the_warehouse_runs(env, tmp_path) -
         feeder.start()
         store = RemoteStore(settings)  # the running warehouse's store, as the custodial commands see it
         ids = lambda: {r["read_id"] for r in store.rows("SELECT read_id FROM alpr.reads WHERE read_id NOT LIKE 'now-%'")}
-        _until(lambda: len(ids()) == 7, 120, "the historical reads stored")
-        _until(lambda: store.scalar("SELECT count() FROM alpr.held_reads WHERE hold_id = "
+        wait_for(lambda: len(ids()) == 7, 120, "the historical reads stored")
+        wait_for(lambda: store.scalar("SELECT count() FROM alpr.held_reads WHERE hold_id = "
                                     f"'{hold.hold_id}'") == 3, 60, "the range hold to cover its reads")
         store.command("ALTER TABLE alpr.reads MATERIALIZE TTL SETTINGS mutations_sync = 2")  # a TTL pass, now
         assert ids() == {r.read_id for r in held + unheld}  # nothing expired at insert, held or not

@@ -16,7 +16,7 @@ import pytest
 from alpr.gpu import ReaderSettings, open_reader
 from alpr.recognition.footage import DEMO_PLATES, car_frame
 from alpr.recognition.worker import FrameBatcher, RecognitionWorker
-from tests.conftest import make_topic
+from tests.conftest import make_topic, wait_for
 
 JPEG = cv2.imencode(".jpg", np.full((48, 64, 3), 128, np.uint8))[1].tobytes()
 
@@ -130,11 +130,6 @@ def _committed(settings, group: str, topic: str, partitions: int) -> int:
         c.close()
 
 
-def _until(condition, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)  # polling a condition with a deadline, not synchronising on time
-    return condition()
 
 
 @pytest.mark.timeout(180)
@@ -154,12 +149,12 @@ def test_a_batch_still_being_read_is_not_committed_though_later_frames_were_cons
     thread.start()
     try:
         # Batch 1 read and committed; batch 2 held in the reader; batch 3 gathered behind it.
-        assert _until(lambda: worker.stats.frames == 6), f"worker gathered {worker.stats.frames} frames"
-        assert _until(lambda: _committed(settings, group, topic, 2) == reader.sizes[0])
+        assert wait_for(lambda: worker.stats.frames == 6), f"worker gathered {worker.stats.frames} frames"
+        assert wait_for(lambda: _committed(settings, group, topic, 2) == reader.sizes[0])
         time.sleep(0.5)  # give a wrong commit of batches 2-3 the chance to happen before checking it did not
         assert _committed(settings, group, topic, 2) == reader.sizes[0] == 2
         reader.gate.set()
-        assert _until(lambda: _committed(settings, group, topic, 2) == 6), "not every batch was committed"
+        assert wait_for(lambda: _committed(settings, group, topic, 2) == 6), "not every batch was committed"
     finally:
         reader.gate.set()
         stop.set()
@@ -247,11 +242,11 @@ def test_with_two_batches_in_the_reader_a_faster_later_one_waits_for_the_earlier
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        assert _until(lambda: (2, 2) in reader.sizes), "batch 2 was not read while batch 1 was held"
+        assert wait_for(lambda: (2, 2) in reader.sizes), "batch 2 was not read while batch 1 was held"
         assert worker.stats.frames_done == 0 and _committed(settings, group, topic, 1) == 0
         assert drain(settings, reads, 1, timeout=1) == []
         reader.gate.set()
-        assert _until(lambda: _committed(settings, group, topic, 1) == 4)
+        assert wait_for(lambda: _committed(settings, group, topic, 1) == 4)
     finally:
         reader.gate.set()
         stop.set()
