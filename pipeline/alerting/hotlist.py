@@ -58,16 +58,7 @@ EXTRACT_SOURCES = ("STATE", "FEDERAL")
 
 def current(settings: Settings, codec: Codec, topic: str = HOTLIST) -> dict[str, HotlistEntry]:
     """The hotlist (or its removals) as the topic holds it now: key -> entry, tombstoned keys absent."""
-    out: dict[str, HotlistEntry] = {}
-    latest, _ = kafka.read_compacted(settings, topic)
-    for key, msg in latest.items():
-        if msg.value() is None:
-            continue
-        try:
-            out[key] = codec.decode(msg.value(), HotlistEntry)
-        except UndecodableRecord as exc:
-            log.error("hotlist.undecodable", partition=msg.partition(), offset=msg.offset(), reason=exc.reason)
-    return out
+    return kafka.current_records(settings, codec, topic, HotlistEntry)
 
 
 # --- the in-memory index the topology uses

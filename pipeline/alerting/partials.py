@@ -26,7 +26,7 @@ from alpr.core.errors import BadInput
 from alpr.core.logs import get_log
 from alpr.core.settings import Settings
 from alpr.core.topics import PARTIALS
-from alpr.schemas import Codec, PartialPlate, UndecodableRecord
+from alpr.schemas import Codec, PartialPlate
 
 log = get_log(__name__)
 GRAM = 3             # longest literal piece a pattern is filed under
@@ -187,16 +187,7 @@ def scan_match(compiled: list[tuple[PartialPlate, re.Pattern]], plate: str) -> l
 
 def current(settings: Settings, codec: Codec) -> dict[str, PartialPlate]:
     """Latest pattern per pattern_id on the topic; tombstones removed."""
-    out: dict[str, PartialPlate] = {}
-    latest, _ = kafka.read_compacted(settings, PARTIALS)
-    for pid, msg in latest.items():
-        if msg.value() is None:
-            continue
-        try:
-            out[pid] = codec.decode(msg.value(), PartialPlate)
-        except UndecodableRecord as exc:
-            log.error("partial.undecodable", partition=msg.partition(), offset=msg.offset(), reason=exc.reason)
-    return out
+    return kafka.current_records(settings, codec, PARTIALS, PartialPlate)
 
 
 def add(settings: Settings, codec: Codec, *, pattern: str, case_number: str, incident_type: str, user: str,

@@ -325,3 +325,21 @@ def read_compacted(settings: Settings, topic: str, idle: float = 1.0) -> tuple[d
                 latest[(msg.key() or b"").decode()] = msg
             next_offsets[p] = messages[-1].offset() + 1 if messages else 0
     return latest, next_offsets
+
+
+def current_records(settings: Settings, codec: Codec, topic: str, record_type: type[R]) -> dict[str, R]:
+    """A compacted topic as it holds now: key -> latest record, tombstoned keys absent.
+
+    A record that does not decode is logged by offset and left out; callers that must fail
+    closed on one (evidence holds) read `read_compacted` themselves."""
+    out: dict[str, R] = {}
+    latest, _ = read_compacted(settings, topic)
+    for key, msg in latest.items():
+        if msg.value() is None:
+            continue
+        try:
+            out[key] = codec.decode(msg.value(), record_type)
+        except UndecodableRecord as exc:
+            log.error("compacted.undecodable", topic=topic, partition=msg.partition(), offset=msg.offset(),
+                      reason=exc.reason)
+    return out
