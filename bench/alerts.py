@@ -220,11 +220,12 @@ def transport_floor(s, codec: Codec, pub: kafka.Publisher, rate: int = 200, seco
 
 
 def bench_topology(seconds: float, rates: list[int], workers_at: list[int], patterns: int, hit_pct: float,
-                   entries: int, fetch_wait_ms: int) -> None:
+                   entries: int, fetch_wait_ms: int, session_timeout_ms: int) -> None:
     rng = random.Random(2)
     work = Path(tempfile.mkdtemp(prefix="alpr-bench-alerts-"))
     broker = DevBroker("127.0.0.1", free_port(), work / "broker.log").start()
-    s = load_settings(kafka_bootstrap=broker.bootstrap, data_dir=work / "data", alerts_fetch_wait_ms=fetch_wait_ms)
+    s = load_settings(kafka_bootstrap=broker.bootstrap, data_dir=work / "data", alerts_fetch_wait_ms=fetch_wait_ms,
+                      kafka_session_timeout_ms=session_timeout_ms)
     apply_topics(kafka.admin(s), replication_factor=1)
     codec = Codec()
     pub = kafka.Publisher(s, codec, "bench")
@@ -238,11 +239,13 @@ def bench_topology(seconds: float, rates: list[int], workers_at: list[int], patt
     pub.flush()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
     env.update(ALPR_KAFKA_BOOTSTRAP=broker.bootstrap, ALPR_DATA_DIR=str(work / "data"), ALPR_LOG_LEVEL="INFO",
-               ALPR_METRICS_PORT="0", ALPR_ALERTS_FETCH_WAIT_MS=str(fetch_wait_ms))
+               ALPR_METRICS_PORT="0", ALPR_ALERTS_FETCH_WAIT_MS=str(fetch_wait_ms),
+               ALPR_KAFKA_SESSION_TIMEOUT_MS=str(session_timeout_ms))
     print(json.dumps(transport_floor(s, codec, pub)), flush=True)
     clock = AlertClock(s, codec)
     workers = Workers(env, work)
-    box = {"cpus": os.cpu_count(), "load_1m_at_start": round(os.getloadavg()[0], 2)}
+    box = {"cpus": os.cpu_count(), "load_1m_at_start": round(os.getloadavg()[0], 2),
+           "session_timeout_ms": session_timeout_ms}
     try:
         t0 = time.monotonic()
         workers.start()
@@ -309,10 +312,13 @@ if __name__ == "__main__":
     ap.add_argument("--entries", type=int, default=100_000)
     ap.add_argument("--hit-pct", type=float, default=1.0)
     ap.add_argument("--fetch-wait-ms", type=int, default=5, help="the workers' setting alerts_fetch_wait_ms")
+    ap.add_argument("--session-timeout-ms", type=int, default=3000,
+                    help="kafka_session_timeout_ms: the dev broker holds a group join for half of it "
+                         "(3000 is the embedded stack's default)")
     args = ap.parse_args()
     if args.what == "patterns":
         bench_patterns()
     else:
         bench_topology(args.seconds, [int(r) for r in args.rates.split(",")],
                        [int(w) for w in args.workers.split(",")], args.patterns, args.hit_pct, args.entries,
-                       args.fetch_wait_ms)
+                       args.fetch_wait_ms, args.session_timeout_ms)

@@ -72,8 +72,8 @@ def consumer_config(settings: Settings, group: str, client_id: str, **overrides)
         "group.id": group,
         "enable.auto.commit": False,         # commit only after the effect is durable
         "auto.offset.reset": "earliest",     # a new group starts from the oldest record: nothing skipped
-        "session.timeout.ms": 6000,          # a dead member is noticed in 6 s (and joins are prompt)
-        "heartbeat.interval.ms": 1500,
+        "session.timeout.ms": settings.kafka_session_timeout_ms,  # a dead member is noticed this fast
+        "heartbeat.interval.ms": settings.kafka_session_timeout_ms // 4,
         "max.poll.interval.ms": 300000,
         "fetch.message.max.bytes": 4194304,
         **overrides,

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = Field(None, description="SASL/SCRAM password; from the environment only.")
     kafka_replication_factor: int | None = Field(
         None, ge=1, description="Overrides every topic's replication factor (the dev broker has one node: 1).")
+    kafka_session_timeout_ms: int | None = Field(
+        None, ge=1000, le=300000,
+        description="Consumer-group session timeout: a dead member's partitions move after this long. Unset: "
+                    "6000 (the least Apache Kafka accepts by default, group.min.session.timeout.ms), or 3000 "
+                    "on the dev broker, which holds every group join for half of it (start-up time).")
     schema_registry_url: str | None = Field(
         None, description="Confluent-compatible schema registry; unset means Avro single-object encoding.")
 
@@ -201,8 +206,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _default_bootstrap(self) -> "Settings":
-        if self.kafka_bootstrap is None:
+        embedded = self.kafka_bootstrap is None
+        if embedded:
             self.kafka_bootstrap = f"127.0.0.1:{self.broker_port}"
+        if self.kafka_session_timeout_ms is None:
+            self.kafka_session_timeout_ms = 3000 if embedded else 6000
         return self
 
     @classmethod
