@@ -149,6 +149,19 @@ def test_trt_cache_is_a_setting_the_tensorrt_backend_reads(scrubbed_env, tmp_pat
     assert "settings().trt_cache" in inspect.getsource(tensorrt_engine.TensorRTBackend.__init__)
 
 
+def test_session_timeout_is_short_only_on_the_dev_broker(scrubbed_env) -> None:
+    """The dev broker answers a group join after about half the session timeout (start-up time);
+    Apache Kafka refuses less than 6 s by default, so a configured cluster keeps 6000."""
+    from alpr.core.kafka import consumer_config
+    from alpr.core.settings import load_settings
+
+    dev, cluster = load_settings(), load_settings(kafka_bootstrap="kafka-1:9092")
+    assert (dev.kafka_session_timeout_ms, cluster.kafka_session_timeout_ms) == (3000, 6000)
+    assert load_settings(kafka_bootstrap="kafka-1:9092", kafka_session_timeout_ms=10000).kafka_session_timeout_ms == 10000
+    config = consumer_config(dev, "g", "c")
+    assert (config["session.timeout.ms"], config["heartbeat.interval.ms"]) == (3000, 750)
+
+
 def test_malformed_toml_is_one_line(tmp_path) -> None:
     cfg = tmp_path / "alpr.toml"
     cfg.write_text('retention_days = = 400\n')

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
         None, ge=1000, le=300000,
         description="Consumer-group session timeout: a dead member's partitions move after this long. Unset: "
                     "6000 (the least Apache Kafka accepts by default, group.min.session.timeout.ms), or 3000 "
-                    "on the dev broker, which holds every group join for half of it (start-up time).")
+                    "on the dev broker, which holds every group join for about half of it (start-up time).")
     schema_registry_url: str | None = Field(
         None, description="Confluent-compatible schema registry; unset means Avro single-object encoding.")
 
