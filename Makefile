@@ -28,8 +28,10 @@ test: $(STAMP)
 
 # The project's own models: one seeded command each, on CPU (torch from the [train] extra).
 # Each prints its validation scores on held-out synthetic plates; see gpu/weights/*.md.
+# The arguments can be shortened for a smoke run, e.g. RECOGNIZER_ARGS="--seed 1 --samples 2000 --steps 100".
+RECOGNIZER_ARGS ?= --seed 1 --samples 40000 --steps 3000 --workers 2
 train-recognizer: $(STAMP)
 	$(VENV)/bin/pip install -q -e '.[train]'
-	$(VENV)/bin/python -m alpr.gpu.training.recognizer --seed 1 --samples 40000 --steps 3000 --workers 2 --out gpu/weights/us_plate_rec.onnx
+	$(VENV)/bin/python -m alpr.gpu.training.recognizer $(RECOGNIZER_ARGS) --out gpu/weights/us_plate_rec.onnx
 
 .PHONY: train-recognizer
