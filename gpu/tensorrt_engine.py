@@ -21,7 +21,8 @@ import numpy as np
 
 from alpr.core.settings import settings
 from alpr.gpu.backends import BackendUnavailable
-from alpr.gpu.models import DETECTOR, RECOGNIZER, TEXT_DETECTOR, ModelFile
+from alpr.gpu import ownrec
+from alpr.gpu.models import DETECTOR, RECOGNIZER, RECOGNIZER_V4, TEXT_DETECTOR, ModelFile
 from alpr.gpu.recognize import HEIGHT, WIDTH
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,11 @@ def profile_for(model: ModelFile, max_batch: int) -> Profile:
         return Profile("images", (1, 3, 32, 32), (half, 3, 448, 448), (max_batch, 3, 640, 640))
     if model is TEXT_DETECTOR:
         return Profile("x", (1, 3, 32, 32), (half, 3, 736, 736), (max_batch, 3, 1024, 1024))
-    if model is RECOGNIZER:
+    if model is RECOGNIZER or model is RECOGNIZER_V4:
         return Profile("x", (1, 3, HEIGHT, WIDTH), (half, 3, HEIGHT, WIDTH), (max_batch, 3, HEIGHT, WIDTH))
+    if model is ownrec.US_RECOGNIZER:  # grey 32x128 crops, many per frame: the largest batch is the profile's
+        shape = (1, ownrec.HEIGHT, ownrec.WIDTH)
+        return Profile(ownrec.INPUT_NAME, (1, *shape), (half, *shape), (max_batch, *shape))
     raise ValueError(f"no TensorRT profile for model {model.name!r}")
 
 

@@ -23,7 +23,8 @@ from alpr.gpu import (
 )
 from alpr.gpu.batching import batch_slices, run_batched
 from alpr.gpu.graphs import detector_heads
-from alpr.gpu.models import DETECTOR, RECOGNIZER, TEXT_DETECTOR, ModelFile
+from alpr.gpu.models import DETECTOR, RECOGNIZER, RECOGNIZER_V4, TEXT_DETECTOR, ModelFile
+from alpr.gpu.ownrec import US_RECOGNIZER
 from alpr.gpu.plates import REGION_FORMATS, fit, repair
 from alpr.gpu.reader import ReaderSettings
 from alpr.gpu.recognize import ALPHABET, AlphabetFold, Characters
@@ -189,7 +190,10 @@ def test_tensorrt_profiles_cover_the_shapes_the_reader_sends() -> None:
     rec = profile_for(RECOGNIZER, max_batch=16)
     assert rec.min[1:] == rec.max[1:] == (3, 48, 320)
     text = profile_for(TEXT_DETECTOR, max_batch=16)
-    assert text.max[2] >= 736  # ReaderSettings.text_fallback_size
+    assert text.max[2] >= 960  # the us region's text_size
+    assert profile_for(RECOGNIZER_V4, max_batch=16) == rec  # --recognizer ppocrv4: same input
+    own = profile_for(US_RECOGNIZER, max_batch=16)
+    assert (own.input_name, own.min, own.max) == ("image", (1, 1, 32, 128), (16, 1, 32, 128))
 
 
 def test_detector_input_keeps_aspect_and_maps_boxes_back() -> None:
