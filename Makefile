@@ -34,4 +34,10 @@ train-recognizer: $(STAMP)
 	$(VENV)/bin/pip install -q -e '.[train]'
 	$(VENV)/bin/python -m alpr.gpu.training.recognizer $(RECOGNIZER_ARGS) --out gpu/weights/us_plate_rec.onnx
 
-.PHONY: train-recognizer
+# One thread and nice: the dev box is shared. --eval-dir only measures (AGPL scenes, never trained on);
+# without ../shared/datasets it is skipped.
+train-detector: $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[train]'
+	OMP_NUM_THREADS=1 nice -n 5 $(VENV)/bin/python -m alpr.gpu.training.detector --seed 1 --scenes 3000 --minutes 27 --threads 1 --eval-dir ../shared/datasets/openalpr-us --out gpu/weights/us_plate_det.onnx
+
+.PHONY: train-recognizer train-detector
