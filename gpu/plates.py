@@ -17,7 +17,7 @@ truth does), so a hotlist entry must compare O and 0 as equal.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from alpr.gpu.recognize import ALPHABET, Characters
 
@@ -162,6 +162,7 @@ class Read:
     text: str
     confidences: tuple[float, ...]
     fits_format: bool
+    glyphs: str = ""  # what the recognizer itself read, before the repair (O and 0 still apart)
 
 
 def fit(
@@ -322,7 +323,7 @@ class Region:
     def repair(self, chars: Characters) -> Read:
         if self.o_as_zero and chars.alternatives:
             chars = merge_o_and_zero(chars)
-        return repair(chars, self.formats, self.max_swap_confidence, self.o_as_zero)
+        return replace(repair(chars, self.formats, self.max_swap_confidence, self.o_as_zero), glyphs=chars.text)
 
     def plate_box(self, line: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
         x1, y1, x2, y2 = line

@@ -18,7 +18,7 @@ from importlib.metadata import version
 import cv2
 import numpy as np
 
-from alpr.gpu import detect, plates, recognize, textlines
+from alpr.gpu import detect, plates, recognize, states, textlines
 from alpr.gpu.backends import Backend, BackendUnavailable, OnnxRuntimeBackend
 from alpr.gpu.batching import run_batched
 from alpr.gpu.imaging import crop
@@ -27,7 +27,7 @@ from alpr.gpu.models import DETECTOR, RECOGNIZERS, TEXT_DETECTOR, ModelFile
 log = logging.getLogger(__name__)
 
 # 2: joined lines, EU-band free-form reads, recognizer-chosen swaps; 3: plate regions (us/na rules)
-POSTPROCESS_VERSION = "alpr-post-3"
+POSTPROCESS_VERSION = "alpr-post-4"
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class PlateText:
     confidence: float  # 0..1 overall
     char_confidences: tuple[float, ...]
     box: tuple[int, int, int, int]  # x1, y1, x2, y2 in image pixels
+    state: str | None = None  # the state whose name is printed on the plate, where it was read
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,11 @@ class PlateReader:
         region = self._region
         if self._own is not None:
             reads = self._second_opinion(images, boxes, reads)
+        named: dict[int, list[tuple[tuple[float, float, float, float], str]]] = {}
+        if region.vanity:  # US/NA: a state name printed near a plate's serial says whose plate it is
+            for (index, det), read in zip(boxes, reads):
+                if read is not None and (state := states.state_named(read.text)) is not None:
+                    named.setdefault(index, []).append((det.box, state))
         kept: dict[int, list[tuple[tuple[int, int, float], PlateText]]] = {}
         for (index, det), read in zip(boxes, reads):
             rank = self._rank(read, images[index], det.box) if read is not None else 0
@@ -191,7 +197,9 @@ class PlateReader:
             if confidence >= settings.min_text_confidence:
                 ih, iw = images[index].shape[:2]
                 x1, y1, x2, y2 = (round(v) for v in _clip(region.plate_box(det.box), iw, ih))
-                plate = PlateText(read.text, confidence, read.confidences, (x1, y1, x2, y2))
+                state = _state_beside(det.box, named.get(index, []))
+                text = states.letters_by_layout(read.text, state, read.glyphs) if state else read.text
+                plate = PlateText(text, confidence, read.confidences, (x1, y1, x2, y2), state)
                 kept.setdefault(index, []).append(((rank, len(read.text), confidence), plate))
         for index, found in kept.items():
             for _, plate in sorted(found, key=lambda item: item[0], reverse=True):
@@ -285,6 +293,12 @@ class PlateReader:
         tallest = [0.0] * len(crops)
         for index, (_, y1, _, y2), _ in candidates:
             tallest[index] = max(tallest[index], y2 - y1)
+        # A crop is one plate: a state name on any of its lines is that plate's state (unless two differ).
+        named: list[set[str]] = [set() for _ in crops]
+        if self._region.vanity:
+            for (index, _), read in zip(boxes, reads):
+                if read is not None and (state := states.state_named(read.text)) is not None:
+                    named[index].add(state)
         best: list[tuple[tuple[bool, int, int, float, float], PlateText] | None] = [None] * len(crops)
         for index, (x1, y1, x2, y2), read in candidates:
             rank = self._rank(read, padded[index], (x1, y1, x2, y2))
@@ -295,7 +309,9 @@ class PlateReader:
                 ih, iw = crops[index].shape[:2]
                 box = _clip((x1 - PLATE_PAD, y1 - PLATE_PAD, x2 - PLATE_PAD, y2 - PLATE_PAD), iw, ih)
                 rounded = (round(box[0]), round(box[1]), round(box[2]), round(box[3]))
-                plate = PlateText(read.text, confidence, read.confidences, rounded)
+                state = next(iter(named[index])) if len(named[index]) == 1 else None
+                text = states.letters_by_layout(read.text, state, read.glyphs) if state else read.text
+                plate = PlateText(text, confidence, read.confidences, rounded, state)
                 best[index] = (key, plate)
         if self._own is not None:
             for index, chars in enumerate(self._own.read(crops)):
@@ -387,9 +403,29 @@ PLATE_PAD = 16
 PLATE_TEXT_SIZE = 320
 PLATE_TEXT_MAX = 640
 PLATE_LINE_HEIGHT = 0.7
+# How far from a plate's serial line, in serial heights, a line naming a state may lie (the
+# state name above a US serial, a "Washington, D.C." below it) to count as the plate's state.
+STATE_LINE_REACH = 1.5
 # The own recognizer reads whole plates (state name and slogan included): it gets the plate
 # around a character line, the line grown by these fractions of its width and height per side.
 OWN_PLATE_PAD = (0.08, 0.7)
+
+
+def _state_beside(line: tuple[float, float, float, float],
+                  named: list[tuple[tuple[float, float, float, float], str]]) -> str | None:
+    """The state named by a line printed just above or below a plate's serial line: its centre
+    within the serial's width, at most STATE_LINE_REACH serial heights away, and smaller than the
+    serial. None if no such line, or if two name different states."""
+    x1, y1, x2, y2 = line
+    height = y2 - y1
+    found = {
+        state
+        for (a1, b1, a2, b2), state in named
+        if x1 <= (a1 + a2) / 2 <= x2
+        and b2 - b1 < height
+        and (y1 - STATE_LINE_REACH * height <= b2 <= y1 + height / 2 or y2 - height / 2 <= b1 <= y2 + STATE_LINE_REACH * height)
+    }
+    return found.pop() if len(found) == 1 else None
 
 
 def _pad(crop_bgr: np.ndarray) -> np.ndarray:

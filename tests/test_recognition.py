@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from alpr.gpu import ReaderSettings, open_reader
@@ -78,6 +79,22 @@ def test_known_plates_read_end_to_end_one_read_per_car(settings, codec, reader, 
         assert r.agency == "SPD" and r.camera_id == "cam-t" and r.crop_jpeg and len(r.box) == 4
         assert r.read_id == read_id(r.frame_id, r.plate)
         assert r.model_version == reader.model_version
+
+
+def test_a_us_plate_read_carries_the_state_printed_on_it(settings, codec, unique) -> None:
+    """The state name read off the plate becomes the read's plate_state (the hotlist compares it)."""
+    from tests.test_us_plates import us_plate_crop
+
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    frame[400:550, 500:800] = us_plate_crop("4WOL902", "CALIFORNIA")
+    frames_topic, reads_topic = make_topic(settings, f"frames-{unique}"), make_topic(settings, f"reads-{unique}")
+    _publish_frames(settings, codec, frames_topic, [frame])
+    us_reader = open_reader("onnxruntime", threads=1, settings=ReaderSettings(region="us"))
+    worker = RecognitionWorker(settings, us_reader, batch_size=1, group=f"g-{unique}", frames_topic=frames_topic,
+                               reads_topic=reads_topic)
+    _run_worker_until(worker, lambda: worker.stats.frames >= 1)
+    (read,) = [codec.decode(m.value(), PlateRead) for m in drain(settings, reads_topic, 1, timeout=3)]
+    assert (read.plate, read.plate_state) == ("4WOL902", "CA")
 
 
 def test_corrupt_frame_goes_to_deadletter_and_worker_keeps_going(settings, codec, reader, unique) -> None:

@@ -17,6 +17,7 @@ import pytest
 from alpr.gpu import ReaderSettings, open_reader
 from alpr.gpu.plates import is_surround_text, region, repair, vanity_plausible, REGION_FORMATS
 from alpr.gpu.recognize import ALPHABET, Characters
+from alpr.gpu.states import STATE_LAYOUTS, STATE_NAMES, letters_by_layout, state_named
 from tests.test_reader import PLATE_BOX, iou, scene
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,3 +204,47 @@ def test_second_opinion_only_fills_in_where_pp_ocr_read_no_plate() -> None:
     reader._own = FixedRecognizer("7ABC123", 0.6)  # not confident enough to fill in
     assert reader.read(scene("TEXAS")) == []
     assert reader.read_plates([us_plate_crop("7ABC124")])[0].text == "7ABC124"
+
+
+@pytest.mark.parametrize(("line", "state"), [
+    ("CALIFORNIA", "CA"), ("CALIF0RNIA", "CA"), ("California", "CA"), ("WESTVIRGINIA", "WV"), ("VIRGINIA", "VA"),
+    ("ARKANSAS", "AR"), ("KANSAS", "KS"), ("WASHINGTON", "WA"), ("WASHINGTONDC", "DC"), ("NEWYORK", "NY"),
+    ("0HI0", "OH"), ("EXPLOREMINNESOTA", "MN"), ("DMVCAGOV", None), ("7ABC123", None), ("IOW", None), ("", None),
+])
+def test_a_state_is_known_by_the_name_printed_on_its_plate(line: str, state: str | None) -> None:
+    assert state_named(line) == state
+
+
+def test_every_state_has_a_name_and_a_layout() -> None:
+    assert set(STATE_NAMES) == set(STATE_LAYOUTS) and len(STATE_NAMES) == 51  # 50 states and DC
+    assert {state_named(name) for name in STATE_NAMES.values()} == set(STATE_NAMES)
+
+
+@pytest.mark.parametrize(("read", "glyphs", "state", "written"), [
+    ("5A0J230", "5AOJ230", "CA", "5AOJ230"),  # NLLLNNN: read as an O, where a letter goes: the letter O
+    ("5A0J230", "5A0J230", "CA", "5A0J230"),  # read as a 0 there: the recognizer and the layout disagree
+    ("7ABC100", "7ABC1OO", "CA", "7ABC100"),  # an O where the layout has digits is the digit 0
+    ("N0X218", "NOX218", "AR", "NOX218"), ("3550CT", "355OCT", "AR", "355OCT"),  # either of two layouts
+    ("1230456", "123O456", "CA", "1230456"),  # fits no California layout as read: unchanged, no swaps
+    ("SKY0", "SKYO", "CA", "SKY0"),  # a vanity plate keeps the region's spelling
+    ("X0706", "XO706", "ZZ", "X0706"),  # an unknown state changes nothing
+    ("5A0J230", "5AOJ2300", "CA", "5A0J230"),  # a glyph was dropped in the repair: positions unknown
+])
+def test_the_state_and_the_glyph_decide_letter_o_or_digit_zero(read: str, glyphs: str, state: str,
+                                                              written: str) -> None:
+    assert letters_by_layout(read, state, glyphs) == written
+
+
+def test_read_plates_reads_the_state_and_writes_its_letter_o(us_reader) -> None:
+    crops = [us_plate_crop("4WOL902", name) for name in ("CALIFORNIA", "OREGON", "")]
+    california, oregon, unnamed = us_reader.read_plates(crops)
+    assert (california.text, california.state) == ("4WOL902", "CA")  # NLLLNNN: the round glyph is a letter
+    assert (oregon.text, oregon.state) == ("4W0L902", "OR")  # no Oregon layout fits: written 0, as before
+    assert (unnamed.text, unnamed.state) == ("4W0L902", None)  # no state: O and 0 are one glyph, written 0
+
+
+def test_a_frame_read_carries_the_state_named_above_its_serial(us_reader) -> None:
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    frame[400:550, 500:800] = us_plate_crop("7ABC100", "OREGON")
+    (plate,) = us_reader.read(frame)
+    assert (plate.text, plate.state) == ("7ABC100", "OR")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from alpr.gpu.states import STATE_LAYOUTS, STATE_NAMES
 from alpr.gpu.training import fonts
 
 LETTERS = string.ascii_uppercase
@@ -28,73 +29,8 @@ SERIAL_LETTERS = "".join(c for c in LETTERS if c not in "IOQ")  # most states le
 
 PLATE_W, PLATE_H = 320, 160  # a US plate is 12 x 6 inches; drawn at about 27 px per inch
 
-# Serial layouts by state. L letter, N digit, A either, space = gap, "-" = a drawn separator.
-# California's 1ABC234 first: it is most of what these users' cameras see.
-STATE_FORMATS: dict[str, tuple[str, ...]] = {
-    "CA": ("NLLLNNN",),
-    "TX": ("LLL-NNNN", "LLL NNNN"),
-    "NY": ("LLL-NNNN",),
-    "PA": ("LLL-NNNN",),
-    "FL": ("LLL NLL", "NNN LLL", "LLL LNN"),
-    "IL": ("LL NNNNN", "NNNNNNN", "LLL NNNN"),
-    "OH": ("LLL NNNN",),
-    "GA": ("LLL NNNN",),
-    "NC": ("LLL-NNNN",),
-    "MI": ("LLL NNNN", "NLLLNN"),
-    "NJ": ("LNN-LLL", "LLL-NNL"),
-    "VA": ("LLL-NNNN",),
-    "WA": ("LLLNNNN", "NNNLLLL"),
-    "AZ": ("LLL NNNN", "NNN LLL"),
-    "MA": ("NLLL NN", "NNN LLN"),
-    "IN": ("NNNL", "NNNLLL"),
-    "TN": ("LLL-NNN", "NLLNNNN"),
-    "MO": ("LLN-LNL",),
-    "MD": ("NLL NNNN",),
-    "WI": ("LLL-NNNN", "NNN-LLL"),
-    "CO": ("LLL-NNN", "NNN-LLL"),
-    "MN": ("LLL NNN", "NNN LLL"),
-    "SC": ("LLL NNN", "NNN LLL"),
-    "AL": ("NNLLNNN", "NLNNNNL"),
-    "LA": ("LLL NNN", "NNN LLL"),
-    "KY": ("NNN LLL",),
-    "OR": ("NNN LLL", "LLL NNN"),
-    "OK": ("LLL-NNN", "NNN-LLL"),
-    "CT": ("NLL-LNN", "LNN-LLL"),
-    "UT": ("LNN NLL", "NNN LLL"),
-    "NV": ("NNN-LLL", "NLL NNN"),
-    "IA": ("LLL NNN", "NNN LLL"),
-    "AR": ("NNN LLL", "LLL NNN"),
-    "MS": ("LLL NNN", "LLN NNNN"),
-    "KS": ("NNN LLL",),
-    "NM": ("LLL-NNN", "NNN-LLL"),
-    "NE": ("NN-LNNN", "LLL NNN"),
-    "ID": ("N LNNNNN", "NL NNNNN"),
-    "WV": ("NLL NNN", "LLL NNN"),
-    "HI": ("LLL NNN",),
-    "NH": ("NNN NNNN", "NNN NNN"),
-    "ME": ("NNNN LL",),
-    "MT": ("N-NNNNNL", "NN-NNNNL"),
-    "RI": ("NNN NNN", "LL-NNN"),
-    "DE": ("NNNNNN", "NNNNN"),
-    "SD": ("N LNN NNN", "NN NNNN"),
-    "ND": ("NNN LLL",),
-    "AK": ("LLL NNN",),
-    "DC": ("LL-NNNN",),
-    "VT": ("LLL NNN", "NNN LNN"),
-    "WY": ("NN NNNN", "NN NNNL"),
-}
-STATE_NAMES: dict[str, str] = {
-    "AL": "Alabama", "AK": "Alaska", "AZ": "Arizona", "AR": "Arkansas", "CA": "California",
-    "CO": "Colorado", "CT": "Connecticut", "DE": "Delaware", "DC": "Washington, D.C.", "FL": "Florida",
-    "GA": "Georgia", "HI": "Hawaii", "ID": "Idaho", "IL": "Illinois", "IN": "Indiana", "IA": "Iowa",
-    "KS": "Kansas", "KY": "Kentucky", "LA": "Louisiana", "ME": "Maine", "MD": "Maryland",
-    "MA": "Massachusetts", "MI": "Michigan", "MN": "Minnesota", "MS": "Mississippi", "MO": "Missouri",
-    "MT": "Montana", "NE": "Nebraska", "NV": "Nevada", "NH": "New Hampshire", "NJ": "New Jersey",
-    "NM": "New Mexico", "NY": "New York", "NC": "North Carolina", "ND": "North Dakota", "OH": "Ohio",
-    "OK": "Oklahoma", "OR": "Oregon", "PA": "Pennsylvania", "RI": "Rhode Island", "SC": "South Carolina",
-    "SD": "South Dakota", "TN": "Tennessee", "TX": "Texas", "UT": "Utah", "VT": "Vermont",
-    "VA": "Virginia", "WA": "Washington", "WV": "West Virginia", "WI": "Wisconsin", "WY": "Wyoming",
-}
+# Serial layouts and printed names by state: alpr.gpu.states, which the reader uses too.
+STATE_FORMATS = STATE_LAYOUTS
 SLOGANS = (
     "Golden State", "Empire State", "Garden State", "Land of Lincoln", "Sunshine State", "Live Free or Die",
     "Great Lakes", "Grand Canyon State", "Ocean State", "Green Mountain State", "America's Dairyland",

@@ -113,7 +113,7 @@ def read_cmd(images: tuple[Path, ...], as_json: bool, backend: str, threads: int
         started = time.perf_counter()
         try:
             image = decode_image(path.read_bytes())
-            plates = [{"text": p.text, "confidence": round(p.confidence, 4), "box": list(p.box)}
+            plates = [{"text": p.text, "state": p.state, "confidence": round(p.confidence, 4), "box": list(p.box)}
                       for p in reader.read(image)]
             out = {"image": str(path), "plates": plates, "ms": round((time.perf_counter() - started) * 1000, 1)}
         except (OSError, CorruptImage) as exc:

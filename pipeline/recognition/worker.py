@@ -270,7 +270,8 @@ class RecognitionWorker:
         ok, jpeg = cv2.imencode(".jpg", crop(image, plate.box, 0.1, 0.2), [cv2.IMWRITE_JPEG_QUALITY, 90])
         return PlateRead(
             read_id=read_id(frame.frame_id, plate.text), frame_id=frame.frame_id, camera_id=frame.camera_id,
-            agency=frame.agency, plate=plate.text, confidence=min(1.0, max(0.0, plate.confidence)),
+            agency=frame.agency, plate=plate.text, plate_state=plate.state,
+            confidence=min(1.0, max(0.0, plate.confidence)),
             char_confidences=[float(c) for c in plate.char_confidences], box=list(plate.box),
             crop_jpeg=jpeg.tobytes() if ok else None, captured_at=frame.captured_at, read_at=now,
             position=frame.position, model_version=self.reader.model_version)
