@@ -253,7 +253,7 @@ def output_format(name: str | None) -> str:
         return DEFAULT_FORMAT
     fmt = FORMATS.get(name.lower())
     if fmt is None:
-        raise PolicyRefused("R-FORMAT", f"output format {name} is not served by the proxy; use one of "
+        raise PolicyRefused("R-FORMAT", f"output format {name!r} is not served by the proxy; use one of "
                             f"{', '.join(sorted(set(FORMATS.values())))}", code=73, status=400)
     return fmt
 
