@@ -12,11 +12,15 @@ from pathlib import Path
 import onnx
 
 from alpr.gpu.graphs import detector_heads
-from alpr.core.errors import AlprError
+from alpr.core.errors import AlprError, ConfigError
 
 
 class ModelMissing(AlprError):
     """A wheel that carries model weights is not installed."""
+
+
+class ModelMismatch(ConfigError):
+    """An ONNX file's metadata, inputs or outputs are not the ones the code that loads it expects."""
 
 
 @dataclass(frozen=True)

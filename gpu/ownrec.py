@@ -14,14 +14,12 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
-from alpr.core.errors import ConfigError
 from alpr.gpu.backends import Backend, OnnxRuntimeBackend
 from alpr.gpu.batching import run_batched
-from alpr.gpu.models import ModelFile
-from alpr.gpu.recognize import Characters
+from alpr.gpu.models import ModelFile, ModelMismatch
+from alpr.gpu.recognize import ALPHABET, Characters, ctc_greedy  # output column 0 is the CTC blank, then ALPHABET
 
 HEIGHT, WIDTH = 32, 128
-ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"  # output column 0 is the CTC blank, then these
 INPUT_NAME, OUTPUT_NAME = "image", "probs"
 
 US_RECOGNIZER = ModelFile(
@@ -31,10 +29,6 @@ US_RECOGNIZER = ModelFile(
     install_hint="it ships inside the alpr package (gpu/weights/)",
     license="Apache-2.0",  # trained by this project on its own synthetic plates
 )
-
-
-class ModelMismatch(ConfigError):
-    """The ONNX file's metadata disagrees with this module's alphabet or input size."""
 
 
 def prepare(crop_bgr: np.ndarray) -> np.ndarray:
@@ -54,28 +48,8 @@ def prepare(crop_bgr: np.ndarray) -> np.ndarray:
 
 
 def decode(probs: np.ndarray) -> Characters:
-    """Greedy CTC decode of one (T, 1 + 36) output: best class per frame, repeats merged, blanks dropped.
-
-    Each character's confidence is its probability at its peak frame; alternatives hold all 36
-    probabilities at that frame, so a format repair can weigh 0 against O by state layout.
-    """
-    best = probs.argmax(axis=1)
-    chars: list[str] = []
-    confidences: list[float] = []
-    alternatives: list[tuple[float, ...]] = []
-    t = 0
-    while t < len(best):
-        cls = int(best[t])
-        end = t + 1
-        while end < len(best) and best[end] == cls:
-            end += 1
-        if cls != 0:
-            peak = t + int(probs[t:end, cls].argmax())
-            chars.append(ALPHABET[cls - 1])
-            confidences.append(float(probs[peak, cls]))
-            alternatives.append(tuple(float(p) for p in probs[peak, 1:]))
-        t = end
-    return Characters("".join(chars), tuple(confidences), tuple(alternatives))
+    """Greedy CTC decode of one (T, 1 + 36) output (the same decode as PP-OCR's, after its fold)."""
+    return ctc_greedy(probs)
 
 
 class PlateRecognizer:

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from alpr.core.errors import ConfigError
 from alpr.gpu.detect import Detection, Letterbox, prepare
-from alpr.gpu.models import ModelFile
+from alpr.gpu.models import ModelFile, ModelMismatch
 
 STRIDE = 4  # output cell size in input pixels: plates 13 px wide are still 3 cells wide
 SIZE = 640  # letterbox long side
@@ -33,10 +32,6 @@ US_DETECTOR = ModelFile(
     install_hint="it ships inside the alpr package (gpu/weights/)",
     license="Apache-2.0",  # trained by this project on scenes it rendered itself
 )
-
-
-class DetectorMismatch(ConfigError):
-    """The ONNX file's inputs, outputs or stride are not the ones this module decodes."""
 
 
 def to_input(image_bgr: np.ndarray, size: int = SIZE) -> tuple[np.ndarray, Letterbox]:
@@ -94,11 +89,11 @@ class OwnPlateDetector:
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         names = ([i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
         if names != ([INPUT_NAME], [HEATMAP_NAME, GEOMETRY_NAME]):
-            raise DetectorMismatch(f"{self.path}: inputs/outputs {names}, expected "
+            raise ModelMismatch(f"{self.path}: inputs/outputs {names}, expected "
                                    f"{[INPUT_NAME]}/{[HEATMAP_NAME, GEOMETRY_NAME]}")
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("stride", str(STRIDE)) != str(STRIDE):
-            raise DetectorMismatch(f"{self.path}: stride {meta['stride']}, this module decodes stride {STRIDE}")
+            raise ModelMismatch(f"{self.path}: stride {meta['stride']}, this module decodes stride {STRIDE}")
         self.min_score = min_score
         self.size = size
 

@@ -184,10 +184,8 @@ class PlateReader:
         if self._own is not None:
             reads = self._second_opinion(images, boxes, reads)
         named: dict[int, list[tuple[tuple[float, float, float, float], str]]] = {}
-        if region.vanity:  # US/NA: a state name printed near a plate's serial says whose plate it is
-            for (index, det), read in zip(boxes, reads):
-                if read is not None and (state := states.state_named(read.text)) is not None:
-                    named.setdefault(index, []).append((det.box, state))
+        for index, box, state in self._state_lines(boxes, reads):  # whose plate: its state's name, near it
+            named.setdefault(index, []).append((box, state))
         kept: dict[int, list[tuple[tuple[int, int, float], PlateText]]] = {}
         for (index, det), read in zip(boxes, reads):
             rank = self._rank(read, images[index], det.box) if read is not None else 0
@@ -207,6 +205,14 @@ class PlateReader:
                     _overlaps(plate.box, other.box) for other in results[index]
                 ):
                     results[index].append(plate)
+
+    def _state_lines(self, boxes: list[tuple[int, detect.Detection]], reads: list[plates.Read | None]
+                     ) -> list[tuple[int, tuple[float, float, float, float], str]]:
+        """(image, line box, state) of every line that names a US state; none outside US/NA."""
+        if not self._region.vanity:
+            return []
+        return [(index, det.box, state) for (index, det), read in zip(boxes, reads)
+                if read is not None and (state := states.state_named(read.text)) is not None]
 
     def _rank(self, read: plates.Read, image: np.ndarray, line: tuple[float, float, float, float]) -> int:
         """How plate-like a line's read is: 2 fits a layout of the region, 1 is a plate of no
@@ -295,10 +301,8 @@ class PlateReader:
             tallest[index] = max(tallest[index], y2 - y1)
         # A crop is one plate: a state name on any of its lines is that plate's state (unless two differ).
         named: list[set[str]] = [set() for _ in crops]
-        if self._region.vanity:
-            for (index, _), read in zip(boxes, reads):
-                if read is not None and (state := states.state_named(read.text)) is not None:
-                    named[index].add(state)
+        for index, _, state in self._state_lines(boxes, reads):
+            named[index].add(state)
         best: list[tuple[tuple[bool, int, int, float, float], PlateText] | None] = [None] * len(crops)
         for index, (x1, y1, x2, y2), read in candidates:
             rank = self._rank(read, padded[index], (x1, y1, x2, y2))

@@ -71,22 +71,30 @@ class AlphabetFold:
         return np.add.reduceat(probs[:, self._order], self._starts, axis=1).astype(np.float32, copy=False)
 
     def decode(self, probs: np.ndarray) -> Characters:
-        """Greedy CTC decode of one (T, columns) output: best class per frame, repeats merged, blanks dropped."""
-        folded = self.fold(probs)
-        best = folded.argmax(axis=1)
-        chars: list[str] = []
-        confs: list[float] = []
-        alternatives: list[tuple[float, ...]] = []
-        t = 0
-        while t < len(best):
-            cls = best[t]
-            end = t + 1
-            while end < len(best) and best[end] == cls:
-                end += 1
-            if cls != 0:
-                peak = t + int(folded[t:end, cls].argmax())
-                chars.append(ALPHABET[cls - 1])
-                confs.append(float(folded[peak, cls]))
-                alternatives.append(tuple(float(p) for p in folded[peak, 1:]))
-            t = end
-        return Characters("".join(chars), tuple(confs), tuple(alternatives))
+        """Greedy CTC decode of one (T, columns) output, folded onto A-Z0-9 first."""
+        return ctc_greedy(self.fold(probs))
+
+
+def ctc_greedy(probs: np.ndarray) -> Characters:
+    """Greedy CTC decode of one (T, 1 + 36) output: best class per frame, repeats merged, blanks dropped.
+
+    Each character's confidence is its probability at its peak frame; alternatives hold all 36
+    probabilities at that frame, so a format repair can weigh 0 against O by state layout.
+    """
+    best = probs.argmax(axis=1)
+    chars: list[str] = []
+    confidences: list[float] = []
+    alternatives: list[tuple[float, ...]] = []
+    t = 0
+    while t < len(best):
+        cls = int(best[t])
+        end = t + 1
+        while end < len(best) and best[end] == cls:
+            end += 1
+        if cls != 0:
+            peak = t + int(probs[t:end, cls].argmax())
+            chars.append(ALPHABET[cls - 1])
+            confidences.append(float(probs[peak, cls]))
+            alternatives.append(tuple(float(p) for p in probs[peak, 1:]))
+        t = end
+    return Characters("".join(chars), tuple(confidences), tuple(alternatives))

@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 from alpr.gpu import platefinder
 from alpr.gpu.detect import Detection
+from alpr.gpu.models import ModelMismatch
 from alpr.gpu.training import detector, scenes
 
 
@@ -108,5 +109,5 @@ def test_decode_maps_a_peak_back_through_the_letterbox():
 def test_wrong_graph_is_refused():
     from alpr.gpu.ownrec import US_RECOGNIZER
 
-    with pytest.raises(platefinder.DetectorMismatch):
+    with pytest.raises(ModelMismatch):
         platefinder.OwnPlateDetector(US_RECOGNIZER.path)
