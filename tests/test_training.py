@@ -38,7 +38,7 @@ def test_labels_follow_the_layout_they_were_drawn_with():
         if family == "california":
             assert state == "CA" and re.fullmatch(r"[0-9][A-Z]{3}[0-9]{3}", label)
         elif family == "state":
-            assert any(re.fullmatch(pattern_regex(f), label) for f in synth.STATE_FORMATS[state]), (state, label)
+            assert any(re.fullmatch(pattern_regex(f), label) for f in synth.STATE_LAYOUTS[state]), (state, label)
             assert not set(label) & set("IOQ")  # serials leave out letters that look like digits
         elif family == "stacked":  # the small stacked marks are drawn, never labelled
             assert len(stacked) == 2 and label == synth.label_of(line)

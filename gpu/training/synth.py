@@ -29,8 +29,7 @@ SERIAL_LETTERS = "".join(c for c in LETTERS if c not in "IOQ")  # most states le
 
 PLATE_W, PLATE_H = 320, 160  # a US plate is 12 x 6 inches; drawn at about 27 px per inch
 
-# Serial layouts and printed names by state: alpr.gpu.states, which the reader uses too.
-STATE_FORMATS = STATE_LAYOUTS
+# Serial layouts and printed names by state: alpr.gpu.states (STATE_LAYOUTS, STATE_NAMES), shared with the reader.
 SLOGANS = (
     "Golden State", "Empire State", "Garden State", "Land of Lincoln", "Sunshine State", "Live Free or Die",
     "Great Lakes", "Grand Canyon State", "Ocean State", "Green Mountain State", "America's Dairyland",
@@ -96,7 +95,7 @@ def fill(pattern: str, rng: np.random.Generator, letters: str = SERIAL_LETTERS) 
 def layout(rng: np.random.Generator) -> tuple[str, str, str, str]:
     """(family, state, stacked marks drawn left of the serial, serial with gaps/separators) for one plate."""
     family = str(rng.choice(list(FAMILY_WEIGHTS), p=list(FAMILY_WEIGHTS.values())))
-    states = list(STATE_FORMATS)
+    states = list(STATE_LAYOUTS)
     stacked = ""
     if family == "california":
         state, line = "CA", fill("NLLLNNN", rng)
@@ -114,7 +113,7 @@ def layout(rng: np.random.Generator) -> tuple[str, str, str, str]:
         line = fill(str(rng.choice(["NNNN", "NNNNN", "NNN LL", "LLNNN", "NNNL"])), rng)
     else:
         state = states[rng.integers(len(states))]
-        formats = STATE_FORMATS[state]
+        formats = STATE_LAYOUTS[state]
         line = fill(formats[rng.integers(len(formats))], rng)
     return family, state, stacked, line
 
