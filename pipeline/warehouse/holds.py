@@ -49,6 +49,10 @@ from alpr.schemas.models import PLATE_RE, HoldStatus
 log = get_log(__name__)
 HOLD_ADD, HOLD_RELEASE = "HOLD_ADD", "HOLD_RELEASE"
 MAX_READ_IDS = 100_000
+# One writer of `held_reads` at a time in a process: the holds applier, the reads sink's
+# arrival matching and the daily purge each read what is there and add what is missing;
+# interleaved, two of them add the same rows (counted twice until a merge).
+_HELD_WRITES = threading.Lock()
 
 
 def _required(name: str, value: str | None) -> str:
@@ -146,6 +150,11 @@ def apply(store: Store, settings: Settings, holds: Iterable[EvidenceHold]) -> Ap
     Idempotent: applying the same holds again adds nothing. Plate-range holds are
     expanded against the reads present now.
     """
+    with _HELD_WRITES:
+        return _apply(store, settings, holds)
+
+
+def _apply(store: Store, settings: Settings, holds: Iterable[EvidenceHold]) -> Applied:
     db = settings.clickhouse_database
     newest: dict[str, EvidenceHold] = {}
     for h in holds:
@@ -248,6 +257,11 @@ def cover(store: Store, settings: Settings, pairs: Sequence[tuple[str, str, str]
     """Add (read_id, hold_id, case) rows missing from `held_reads` and reload the dictionary."""
     if not pairs:
         return 0
+    with _HELD_WRITES:
+        return _cover(store, settings, pairs)
+
+
+def _cover(store: Store, settings: Settings, pairs: Sequence[tuple[str, str, str]]) -> int:
     db = settings.clickhouse_database
     have = {(r["read_id"], r["hold_id"]) for r in store.rows(
         f"SELECT read_id, hold_id FROM {db}.held_reads WHERE read_id IN {in_list(sorted({p[0] for p in pairs}))}")}
