@@ -26,8 +26,9 @@ from alpr.gpu.models import DETECTOR, RECOGNIZERS, TEXT_DETECTOR, ModelFile
 
 log = logging.getLogger(__name__)
 
-# 2: joined lines, EU-band free-form reads, recognizer-chosen swaps; 3: plate regions (us/na rules)
-POSTPROCESS_VERSION = "alpr-post-4"
+# 2: joined lines, EU-band free-form reads, recognizer-chosen swaps; 3: plate regions (us/na rules);
+# 4: the state name read; 5: narrow pieces joined to their line, a glyph off the state's layouts dropped
+POSTPROCESS_VERSION = "alpr-post-5"
 
 
 @dataclass(frozen=True)
@@ -162,9 +163,10 @@ class PlateReader:
         outputs = run_batched(self.backend, TEXT_DETECTOR, [tensor for tensor, _ in prepared])
         boxes: list[tuple[int, detect.Detection]] = []
         for index, (_, scale), (prob,) in zip(indices, prepared, outputs):
-            lines = textlines.decode(prob, scale, images[index].shape)[: settings.max_text_lines]
+            lines, pieces = textlines.decode_pieces(prob, scale, images[index].shape)
+            lines = lines[: settings.max_text_lines]
             # A text line has no plate score; 1.0 leaves its confidence to the recognizer.
-            joined = textlines.join_rows(lines) if self._region.join_lines else []
+            joined = textlines.join_rows(lines, pieces[: settings.max_text_lines]) if self._region.join_lines else []
             boxes += [(index, detect.Detection(box, 1.0)) for box in lines + joined]
         variable = not self.backend.square_inputs
         reads = self._read_boxes(images, boxes, settings.text_pad, fixed_width=not variable)
@@ -196,8 +198,8 @@ class PlateReader:
                 ih, iw = images[index].shape[:2]
                 x1, y1, x2, y2 = (round(v) for v in _clip(region.plate_box(det.box), iw, ih))
                 state = _state_beside(det.box, named.get(index, []))
-                text = states.letters_by_layout(read.text, state, read.glyphs) if state else read.text
-                plate = PlateText(text, confidence, read.confidences, (x1, y1, x2, y2), state)
+                text, chars = _by_state(read, state)
+                plate = PlateText(text, float(np.mean(chars)), chars, (x1, y1, x2, y2), state)
                 kept.setdefault(index, []).append(((rank, len(read.text), confidence), plate))
         for index, found in kept.items():
             for _, plate in sorted(found, key=lambda item: item[0], reverse=True):
@@ -288,8 +290,9 @@ class PlateReader:
         outputs = run_batched(self.backend, TEXT_DETECTOR, [tensor for tensor, _ in prepared])
         boxes: list[tuple[int, detect.Detection]] = []
         for index, (_, scale), (prob,) in zip(range(len(crops)), prepared, outputs):
-            lines = textlines.decode(prob, scale, padded[index].shape)[: settings.max_text_lines]
-            boxes += [(index, detect.Detection(box, 1.0)) for box in lines + textlines.join_rows(lines)]
+            lines, pieces = textlines.decode_pieces(prob, scale, padded[index].shape)
+            lines, pieces = lines[: settings.max_text_lines], pieces[: settings.max_text_lines]
+            boxes += [(index, detect.Detection(box, 1.0)) for box in lines + textlines.join_rows(lines, pieces)]
         reads = self._read_boxes(padded, boxes, settings.text_pad, fixed_width=self.backend.square_inputs)
         candidates = [
             (index, det.box, read)
@@ -314,8 +317,8 @@ class PlateReader:
                 box = _clip((x1 - PLATE_PAD, y1 - PLATE_PAD, x2 - PLATE_PAD, y2 - PLATE_PAD), iw, ih)
                 rounded = (round(box[0]), round(box[1]), round(box[2]), round(box[3]))
                 state = next(iter(named[index])) if len(named[index]) == 1 else None
-                text = states.letters_by_layout(read.text, state, read.glyphs) if state else read.text
-                plate = PlateText(text, confidence, read.confidences, rounded, state)
+                text, chars = _by_state(read, state)
+                plate = PlateText(text, float(np.mean(chars)), chars, rounded, state)
                 best[index] = (key, plate)
         if self._own is not None:
             for index, chars in enumerate(self._own.read(crops)):
@@ -413,6 +416,20 @@ STATE_LINE_REACH = 1.5
 # The own recognizer reads whole plates (state name and slogan included): it gets the plate
 # around a character line, the line grown by these fractions of its width and height per side.
 OWN_PLATE_PAD = (0.08, 0.7)
+
+
+def _by_state(read: plates.Read, state: str | None) -> tuple[str, tuple[float, ...]]:
+    """The read's text and character confidences as its state's layouts have them: a glyph that
+    is no part of the serial dropped (states.extra_glyph), then O where the layout has a letter
+    and the recognizer saw one (states.letters_by_layout). Unchanged without a state."""
+    if state is None:
+        return read.text, read.confidences
+    text, chars, glyphs = read.text, read.confidences, read.glyphs
+    drop = states.extra_glyph(text, state, chars)
+    if drop is not None:
+        text, chars = text[:drop] + text[drop + 1 :], chars[:drop] + chars[drop + 1 :]
+        glyphs = glyphs[:drop] + glyphs[drop + 1 :] if len(glyphs) == len(read.text) else ""
+    return states.letters_by_layout(text, state, glyphs), chars
 
 
 def _state_beside(line: tuple[float, float, float, float],

@@ -96,6 +96,39 @@ def state_named(text: str) -> str | None:
     return next((_BY_NAME[name] for name in _NAMES_LONGEST_FIRST if name in letters), None)
 
 
+# A glyph the recognizer read with less confidence than this may be dropped (extra_glyph).
+UNSURE_GLYPH = 0.95
+
+
+def _fits(text: str, pattern: str) -> bool:
+    """Each glyph of the kind its position wants: a letter (or 0, one glyph with O) for L, a
+    digit for N, either for A."""
+    return len(text) == len(pattern) and all(
+        kind == "A" or (char.isdigit() if kind == "N" else char.isalpha() or char == "0")
+        for char, kind in zip(text, pattern))
+
+
+def extra_glyph(text: str, state: str, confidences: tuple[float, ...]) -> int | None:
+    """The position of a glyph that is not part of the serial, or None.
+
+    Emblems, bolts and sticker edges between or beside a serial's groups (Oregon's tree,
+    Mississippi's and Georgia's separators) are read as one more character. Where a read fits
+    no layout of its state but does, one character shorter, with the dropped glyph read unsurely
+    (below UNSURE_GLYPH), that glyph is the extra one: the least sure such glyph, if only one
+    spelling results. A read that fits a layout as it is, or a state without layouts, is left
+    alone."""
+    patterns = {layout.replace(" ", "").replace("-", "") for layout in STATE_LAYOUTS.get(state, ())}
+    if not patterns or any(_fits(text, p) for p in patterns):
+        return None
+    options = [i for i in range(len(text)) if confidences[i] < UNSURE_GLYPH
+               and any(_fits(text[:i] + text[i + 1:], p) for p in patterns)]
+    if not options:
+        return None
+    least = min(confidences[i] for i in options)
+    spellings = {text[:i] + text[i + 1:] for i in options if confidences[i] == least}
+    return min(i for i in options if confidences[i] == least) if len(spellings) == 1 else None
+
+
 def letters_by_layout(text: str, state: str, glyphs: str) -> str:
     """The read with an O written where the recognizer itself saw an O (`glyphs`, its read
     before the region wrote every O as 0) and the state's serial layout has a letter. Both must

@@ -18,6 +18,7 @@ UNCLIP_RATIO = 1.6  # DB shrinks text regions when training; grow them back by a
 MIN_JOIN_HEIGHT_RATIO = 0.7
 MIN_ROW_OVERLAP = 0.6
 MAX_JOIN_GAP = 1.5  # in line heights
+PIECE_MIN_ASPECT = 0.3  # narrowest region kept as a piece (a lone "1" is about 0.4 as wide as tall)
 BAND_REACH = 0.9  # how far left of a line (in line heights) the EU band is looked for
 BAND_INSIDE = 0.15  # and how far inside it (a line box may take the band in)
 BAND_MIN_WIDTH = 0.15  # blue columns needed, in line heights
@@ -48,45 +49,58 @@ def decode(
     """One (1, H, W) probability map -> axis-aligned line boxes in image pixels, at least
     min_aspect times as wide as tall, tallest first (a plate's characters are usually the
     largest text in a road scene)."""
+    return decode_pieces(prob, scale, image_shape, min_aspect)[0]
+
+
+def decode_pieces(
+    prob: np.ndarray, scale: Scale, image_shape: tuple[int, ...], min_aspect: float = 1.0
+) -> tuple[list[tuple[float, float, float, float]], list[tuple[float, float, float, float]]]:
+    """(lines, pieces), each tallest first: lines as `decode` gives them, and pieces, regions
+    narrower than that but at least PIECE_MIN_ASPECT as wide as tall. A piece is no plate on its
+    own, but a plate's serial is often split by an emblem into a lone character or pair and the
+    rest (Wyoming's county number left of the horse, "DD" left of the D.C. flag): `join_rows`
+    joins pieces to the line beside them."""
     prob = prob.reshape(prob.shape[-2:])
     mask = (prob > PIXEL_THRESHOLD).astype(np.uint8)
     contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
     ih, iw = image_shape[:2]
-    boxes = []
+    lines, pieces = [], []
     for contour in contours:
         x, y, w, h = cv2.boundingRect(contour)
-        if h < 4 or w < min_aspect * h:
+        if h < 4 or w < PIECE_MIN_ASPECT * h:
             continue
         inside = mask[y : y + h, x : x + w] > 0
         if prob[y : y + h, x : x + w][inside].mean() < MIN_LINE_SCORE:
             continue
         grow = cv2.contourArea(contour) * UNCLIP_RATIO / max(1.0, cv2.arcLength(contour, True))
-        boxes.append(
-            (
-                max(0.0, (x - grow) * scale.x),
-                max(0.0, (y - grow) * scale.y),
-                min(float(iw), (x + w + grow) * scale.x),
-                min(float(ih), (y + h + grow) * scale.y),
-            )
+        box = (
+            max(0.0, (x - grow) * scale.x),
+            max(0.0, (y - grow) * scale.y),
+            min(float(iw), (x + w + grow) * scale.x),
+            min(float(ih), (y + h + grow) * scale.y),
         )
-    return sorted(boxes, key=lambda b: b[1] - b[3])
+        (lines if w >= min_aspect * h else pieces).append(box)
+    return sorted(lines, key=lambda b: b[1] - b[3]), sorted(pieces, key=lambda b: b[1] - b[3])
 
 
-def join_rows(boxes: list[tuple[float, float, float, float]]) -> list[tuple[float, float, float, float]]:
+def join_rows(
+    boxes: list[tuple[float, float, float, float]], pieces: list[tuple[float, float, float, float]] = ()
+) -> list[tuple[float, float, float, float]]:
     """Boxes of neighbouring lines on one row, joined: the text detector splits a plate at a
     sticker, an emblem or a wide gap (Czech, German plates). Only pairs of similar height that
-    share most of their rows and are at most MAX_JOIN_GAP heights apart are joined."""
+    share most of their rows and are at most MAX_JOIN_GAP heights apart are joined. Pieces
+    (see decode_pieces) join a line, never each other."""
     joined = []
-    for i, a in enumerate(boxes):
-        for b in boxes[i + 1 :]:
-            left, right = (a, b) if a[0] <= b[0] else (b, a)
-            ha, hb = a[3] - a[1], b[3] - b[1]
-            overlap = min(a[3], b[3]) - max(a[1], b[1])
-            if min(ha, hb) < MIN_JOIN_HEIGHT_RATIO * max(ha, hb) or overlap < MIN_ROW_OVERLAP * min(ha, hb):
-                continue
-            if right[0] - left[2] > MAX_JOIN_GAP * max(ha, hb):
-                continue
-            joined.append((left[0], min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])))
+    pairs = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :]] + [(a, b) for a in boxes for b in pieces]
+    for a, b in pairs:
+        left, right = (a, b) if a[0] <= b[0] else (b, a)
+        ha, hb = a[3] - a[1], b[3] - b[1]
+        overlap = min(a[3], b[3]) - max(a[1], b[1])
+        if min(ha, hb) < MIN_JOIN_HEIGHT_RATIO * max(ha, hb) or overlap < MIN_ROW_OVERLAP * min(ha, hb):
+            continue
+        if right[0] - left[2] > MAX_JOIN_GAP * max(ha, hb):
+            continue
+        joined.append((left[0], min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])))
     return joined
 
 

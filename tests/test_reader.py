@@ -131,6 +131,21 @@ def test_join_rows_joins_a_split_line_only() -> None:
     assert textlines.join_rows([left, (70.0, 100.0, 200.0, 112.0)]) == []  # much smaller text
 
 
+def test_a_lone_character_split_off_by_an_emblem_joins_its_line_only() -> None:
+    """Wyoming's county number left of the horse, D.C.'s "DD" left of the flag: narrower than
+    tall, so no line of its own, but a piece that joins the serial beside it."""
+    prob = np.zeros((1, 128, 256), np.float32)
+    prob[0, 40:70, 20:40] = 0.9  # a lone character: taller than wide
+    prob[0, 40:70, 60:160] = 0.9  # the rest of the serial, past an emblem
+    prob[0, 100:125, 230:240] = 0.9  # a narrow mark elsewhere: a piece with no line beside it
+    lines, pieces = textlines.decode_pieces(prob, textlines.Scale(1.0, 1.0), (128, 256, 3))
+    assert len(lines) == 1 and len(pieces) == 2
+    assert textlines.decode(prob, textlines.Scale(1.0, 1.0), (128, 256, 3)) == lines
+    (joined,) = textlines.join_rows(lines, pieces)
+    assert joined[0] < 20 and joined[2] > 159  # the lone character and the serial, one box
+    assert textlines.join_rows([], pieces) == []  # pieces never join each other
+
+
 def test_decode_image_round_trip() -> None:
     ok, jpeg = cv2.imencode(".jpg", scene("ABC1234"))
     assert ok

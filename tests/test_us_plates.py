@@ -17,7 +17,7 @@ import pytest
 from alpr.gpu import ReaderSettings, open_reader
 from alpr.gpu.plates import is_surround_text, region, repair, vanity_plausible, REGION_FORMATS
 from alpr.gpu.recognize import ALPHABET, Characters
-from alpr.gpu.states import STATE_LAYOUTS, STATE_NAMES, letters_by_layout, state_named
+from alpr.gpu.states import STATE_LAYOUTS, STATE_NAMES, extra_glyph, letters_by_layout, state_named
 from tests.test_reader import PLATE_BOX, iou, scene
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,6 +233,31 @@ def test_every_state_has_a_name_and_a_layout() -> None:
 def test_the_state_and_the_glyph_decide_letter_o_or_digit_zero(read: str, glyphs: str, state: str,
                                                               written: str) -> None:
     assert letters_by_layout(read, state, glyphs) == written
+
+
+@pytest.mark.parametrize("text, state, confidences, dropped", [
+    ("5261BQU", "OR", (1, 1, 1, 0.8, 1, 1, 1), 3),  # Oregon's tree between the groups, read as a 1
+    ("RFII947", "MS", (1, 1, 1, 0.79, 1, 1, 1), 3),  # either I would do: one spelling, the least sure one
+    ("4AGB7548", "AZ", (0.78, 1, 1, 1, 1, 1, 1, 1), 0),  # a bolt left of the serial
+    ("5261BQU", "OR", (1, 1, 1, 0.99, 1, 1, 1), None),  # every glyph read surely: a plate of another layout
+    ("526BQU", "OR", (1, 1, 1, 0.5, 1, 1), None),  # fits a layout as it is
+    ("5261BQU", "XX", (1, 1, 1, 0.5, 1, 1, 1), None),  # no layouts for this state
+    ("ABC12345", "OR", (0.5,) * 8, None),  # one glyph fewer still fits no Oregon layout
+    ("AB1C23", "NY", (1, 1, 0.6, 1, 1, 1), None),  # shorter than every New York layout: nothing to drop
+])
+def test_an_unsure_glyph_that_keeps_a_read_off_its_states_layouts_is_dropped(text, state, confidences,
+                                                                             dropped) -> None:
+    assert extra_glyph(text, state, confidences) == dropped
+
+
+def test_a_crop_read_drops_the_emblem_read_as_a_character(us_reader) -> None:
+    """Through read_plates: the state named on the crop decides, and the confidences follow the text."""
+    from alpr.gpu.reader import _by_state
+    from alpr.gpu.plates import Read
+
+    read = Read("5261BQU", (1.0, 1.0, 1.0, 0.8, 1.0, 1.0, 1.0), False, "5261BQU")
+    assert _by_state(read, "OR") == ("526BQU", (1.0, 1.0, 1.0, 1.0, 1.0, 1.0))
+    assert _by_state(read, None) == ("5261BQU", read.confidences)
 
 
 def test_read_plates_reads_the_state_and_writes_its_letter_o(us_reader) -> None:
