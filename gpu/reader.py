@@ -170,18 +170,8 @@ class PlateReader:
             boxes += [(index, detect.Detection(box, 1.0)) for box in lines + joined]
         variable = not self.backend.square_inputs
         reads = self._read_boxes(images, boxes, settings.text_pad, fixed_width=not variable)
-        # A plate-length read that fits no format may have lost an edge character to a tight
-        # line box: read it again from a looser crop and keep that if it fits.
-        again = [
-            n
-            for n, read in enumerate(reads)
-            if read is not None and not read.fits_format and plates.FREE_FORM_LENGTH[0] <= len(read.text) <= 8
-        ]
-        if again and settings.loose_pad and self._region.join_lines:
-            retried = self._read_boxes(images, [boxes[n] for n in again], settings.loose_pad, fixed_width=not variable)
-            for n, loose in zip(again, retried):
-                if loose is not None and loose.fits_format:
-                    reads[n] = loose
+        if self._region.join_lines:
+            self._loosen(images, boxes, reads, fixed_width=not variable)
         region = self._region
         if self._own is not None:
             reads = self._second_opinion(images, boxes, reads)
@@ -207,6 +197,24 @@ class PlateReader:
                     _overlaps(plate.box, other.box) for other in results[index]
                 ):
                     results[index].append(plate)
+
+    def _loosen(self, images: list[np.ndarray], boxes: list[tuple[int, detect.Detection]],
+                reads: list[plates.Read | None], fixed_width: bool) -> None:
+        """A plate-length read that fits no format may have lost an edge character to a tight
+        line box (or a sticker cutting into it): read it again from a looser crop, in place,
+        and keep that if it fits and every glyph of it was read surely (a looser crop also lets
+        in bolts and frame edges, read unsurely as one more character)."""
+        if not self.settings.loose_pad:
+            return
+        again = [
+            n
+            for n, read in enumerate(reads)
+            if read is not None and not read.fits_format and plates.FREE_FORM_LENGTH[0] <= len(read.text) <= 8
+        ]
+        retried = self._read_boxes(images, [boxes[n] for n in again], self.settings.loose_pad, fixed_width)
+        for n, loose in zip(again, retried):
+            if loose is not None and loose.fits_format and min(loose.confidences) >= self.settings.vanity_confidence:
+                reads[n] = loose
 
     def _state_lines(self, boxes: list[tuple[int, detect.Detection]], reads: list[plates.Read | None]
                      ) -> list[tuple[int, tuple[float, float, float, float], str]]:
@@ -294,6 +302,7 @@ class PlateReader:
             lines, pieces = lines[: settings.max_text_lines], pieces[: settings.max_text_lines]
             boxes += [(index, detect.Detection(box, 1.0)) for box in lines + textlines.join_rows(lines, pieces)]
         reads = self._read_boxes(padded, boxes, settings.text_pad, fixed_width=self.backend.square_inputs)
+        self._loosen(padded, boxes, reads, fixed_width=self.backend.square_inputs)
         candidates = [
             (index, det.box, read)
             for (index, det), read in zip(boxes, reads)

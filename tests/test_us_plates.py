@@ -260,6 +260,22 @@ def test_a_crop_read_drops_the_emblem_read_as_a_character(us_reader) -> None:
     assert _by_state(read, None) == ("5261BQU", read.confidences)
 
 
+def test_a_looser_crop_replaces_a_short_read_only_when_it_fits_and_reads_surely(us_reader, monkeypatch) -> None:
+    """A sticker cut the serial's last character off (GZG34 on a Hawaii plate): the looser crop's
+    read is kept when it fits a layout and every glyph is sure; a bolt read as an extra first
+    glyph (GG0945) is not."""
+    from alpr.gpu.detect import Detection
+    from alpr.gpu.plates import Read
+
+    boxes = [(0, Detection((10.0, 10.0, 90.0, 40.0), 1.0))] * 2
+    tight = [Read("GZG34", (1.0,) * 5, False, "GZG34"), Read("G0945", (1.0,) * 5, False, "G0945")]
+    loose = [Read("GZG347", (1.0,) * 6, True, "GZG347"), Read("GG0945", (0.62, 0.96, 1, 1, 1, 1), True, "GG0945")]
+    monkeypatch.setattr(us_reader, "_read_boxes", lambda images, asked, pad, fixed_width: loose[: len(asked)])
+    reads = list(tight)
+    us_reader._loosen([np.zeros((50, 100, 3), np.uint8)], boxes, reads, fixed_width=False)
+    assert [r.text for r in reads] == ["GZG347", "G0945"]
+
+
 def test_read_plates_reads_the_state_and_writes_its_letter_o(us_reader) -> None:
     crops = [us_plate_crop("4WOL902", name) for name in ("CALIFORNIA", "OREGON", "")]
     california, oregon, unnamed = us_reader.read_plates(crops)
