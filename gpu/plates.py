@@ -155,6 +155,7 @@ MAX_SWAPS = 1  # two swaps bent vanity text into formats more often than they fi
 # A glyph read with less confidence than this may be a sticker, emblem or the EU country
 # band rather than a character; it is dropped when that alone makes the read fit a format.
 INTRUDER_CONFIDENCE = 0.75
+MIN_EDGE_TRIM = 4
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,21 @@ def repair(
     return Read(text, chars.confidences[:index] + chars.confidences[index + 1 :], True)
 
 
+def without_unsure_edge(read: Read) -> Read:
+    """The read without its first or last glyph where that was read below INTRUDER_CONFIDENCE
+    (the less sure of the two): at a US serial's ends stand stacked small characters, a bolt,
+    a frame's edge, which the recognizer reads as one more glyph, unsurely. Reads of
+    MIN_EDGE_TRIM glyphs or fewer are kept whole."""
+    text, confidences = read.text, read.confidences
+    if len(text) <= MIN_EDGE_TRIM:
+        return read
+    index = 0 if confidences[0] <= confidences[-1] else len(text) - 1
+    if confidences[index] >= INTRUDER_CONFIDENCE:
+        return read
+    keep = slice(1, None) if index == 0 else slice(None, -1)
+    return Read(text[keep], confidences[keep], False)
+
+
 def is_surround_text(text: str) -> bool:
     """Whether a read is text around a plate rather than the plate: a letters-only word from
     SURROUND_WORDS (or holding one of MIN_SURROUND_SUBSTRING letters or more), or digits only
@@ -323,7 +339,10 @@ class Region:
     def repair(self, chars: Characters) -> Read:
         if self.o_as_zero and chars.alternatives:
             chars = merge_o_and_zero(chars)
-        return replace(repair(chars, self.formats, self.max_swap_confidence, self.o_as_zero), glyphs=chars.text)
+        read = repair(chars, self.formats, self.max_swap_confidence, self.o_as_zero)
+        if self.vanity and not read.fits_format:
+            read = without_unsure_edge(read)
+        return replace(read, glyphs=chars.text)
 
     def plate_box(self, line: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
         x1, y1, x2, y2 = line

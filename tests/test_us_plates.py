@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from alpr.gpu import ReaderSettings, open_reader
-from alpr.gpu.plates import is_surround_text, region, repair, vanity_plausible, REGION_FORMATS
+from alpr.gpu.plates import is_surround_text, region, repair, vanity_plausible, without_unsure_edge, REGION_FORMATS, Read
 from alpr.gpu.recognize import ALPHABET, Characters
 from alpr.gpu.states import STATE_LAYOUTS, STATE_NAMES, extra_glyph, letters_by_layout, state_named
 from tests.test_reader import PLATE_BOX, iou, scene
@@ -233,6 +233,26 @@ def test_every_state_has_a_name_and_a_layout() -> None:
 def test_the_state_and_the_glyph_decide_letter_o_or_digit_zero(read: str, glyphs: str, state: str,
                                                               written: str) -> None:
     assert letters_by_layout(read, state, glyphs) == written
+
+
+@pytest.mark.parametrize("text, confidences, kept", [
+    ("S4280", (0.47, 1, 1, 1, 1), "4280"),  # one of Massachusetts' stacked "US" letters, left of the serial
+    ("7364H", (1, 1, 1, 1, 0.51), "7364"),  # a stacked suffix right of it
+    ("R72LY", (0.6, 1, 1, 1, 0.69), "72LY"),  # both edges unsure: the less sure one goes, once
+    ("S4280", (0.8, 1, 1, 1, 1), "S4280"),  # sure enough: a plate of another layout
+    ("4280", (0.3, 1, 1, 1), "4280"),  # short reads stay whole
+    ("S4A80", (1, 1, 0.2, 1, 1), "S4A80"),  # the middle is repair()'s business, not this
+])
+def test_an_unsure_glyph_at_a_serials_end_is_dropped(text, confidences, kept) -> None:
+    assert without_unsure_edge(Read(text, confidences, False)).text == kept
+
+
+def test_the_us_region_trims_an_unsure_edge_only_from_reads_that_fit_no_layout() -> None:
+    us = region("us")
+    assert us.repair(read("S4280", {0: 0.47})).text == "4280"
+    assert us.repair(read("7ABC1234", {7: 0.6})).text == "7ABC123"  # repair() drops it to fit CA's layout
+    assert us.repair(read("7ABC123", {0: 0.6})).text == "7ABC123"  # fits as read: left alone
+    assert region("eu").repair(read("S4280", {0: 0.47})).text == "S4280"  # only where vanity plates are read
 
 
 @pytest.mark.parametrize("text, state, confidences, dropped", [
