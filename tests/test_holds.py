@@ -118,3 +118,45 @@ def test_apply_fills_and_empties_held_reads(settings, store, unique) -> None:
     assert [r["read_id"] for r in left] == [f"{unique}-3", "not-yet-stored"]
     status = store.scalar(f"SELECT status FROM alpr.holds FINAL WHERE hold_id = 'h-{unique}'")
     assert status == "RELEASED"
+
+
+def test_the_applier_and_the_arrival_matcher_never_add_the_same_rows_twice(settings, store, unique) -> None:
+    """In the warehouse the holds applier (expanding a range over stored reads) and the reads
+    sink (matching arrivals against the same range) can both see a read. Each reads what
+    held_reads has and adds the rest; interleaved, both added it (CI counted 6 rows for 3).
+    Here cover() is started while apply() is between its look and its insert: it must wait."""
+    import threading
+
+    now = datetime.now(timezone.utc)
+    reads = [read(i).model_copy(update={"read_id": f"{unique}-{i}", "captured_at": now}) for i in range(3)]
+    sink.write_new(store, "alpr", sink.READS_SPEC, reads)
+    hold = holds.EvidenceHold(
+        hold_id=f"h-{unique}", case_number="C1", reason="r", agency="RIC", plate="7ABC123",
+        range_from=now - timedelta(hours=1), range_to=now + timedelta(hours=1), placed_by="u", placed_at=now,
+        status="ACTIVE")
+    inside, covered = threading.Event(), threading.Event()
+    insert = store.insert_arrow
+    overtaken: list[bool] = []
+
+    def paused_insert(table, data):
+        if table.endswith("held_reads") and not inside.is_set():
+            inside.set()
+            # cover() runs now if nothing stops it; a bounded wait for it to finish (it must not).
+            overtaken.append(covered.wait(1.0))
+        return insert(table, data)
+
+    store.insert_arrow = paused_insert
+    try:
+        applier = threading.Thread(target=holds.apply, args=(store, settings, [hold]))
+        applier.start()
+        assert inside.wait(60)
+        pairs = [(r.read_id, hold.hold_id, "C1") for r in reads]
+        matcher = threading.Thread(target=lambda: (holds.cover(store, settings, pairs), covered.set()))
+        matcher.start()
+        applier.join(60)
+        matcher.join(60)
+    finally:
+        store.insert_arrow = insert
+    assert overtaken == [False], "cover() wrote held_reads while apply() was between its look and its insert"
+    assert covered.is_set()
+    assert store.scalar(f"SELECT count() FROM alpr.held_reads WHERE hold_id = 'h-{unique}'") == 3
