@@ -163,7 +163,7 @@ class PlateReader:
         outputs = run_batched(self.backend, TEXT_DETECTOR, [tensor for tensor, _ in prepared])
         boxes: list[tuple[int, detect.Detection]] = []
         for index, (_, scale), (prob,) in zip(indices, prepared, outputs):
-            lines, pieces = textlines.decode_pieces(prob, scale, images[index].shape)
+            lines, pieces = textlines.decode(prob, scale, images[index].shape)
             lines = lines[: settings.max_text_lines]
             # A text line has no plate score; 1.0 leaves its confidence to the recognizer.
             joined = textlines.join_rows(lines, pieces[: settings.max_text_lines]) if self._region.join_lines else []
@@ -298,7 +298,7 @@ class PlateReader:
         outputs = run_batched(self.backend, TEXT_DETECTOR, [tensor for tensor, _ in prepared])
         boxes: list[tuple[int, detect.Detection]] = []
         for index, (_, scale), (prob,) in zip(range(len(crops)), prepared, outputs):
-            lines, pieces = textlines.decode_pieces(prob, scale, padded[index].shape)
+            lines, pieces = textlines.decode(prob, scale, padded[index].shape)
             lines, pieces = lines[: settings.max_text_lines], pieces[: settings.max_text_lines]
             boxes += [(index, detect.Detection(box, 1.0)) for box in lines + textlines.join_rows(lines, pieces)]
         reads = self._read_boxes(padded, boxes, settings.text_pad, fixed_width=self.backend.square_inputs)

@@ -100,12 +100,16 @@ def state_named(text: str) -> str | None:
 UNSURE_GLYPH = 0.95
 
 
+def _patterns(state: str) -> list[str]:
+    """The state's layouts as glyph patterns (gaps and separators are not glyphs)."""
+    return [layout.replace(" ", "").replace("-", "") for layout in STATE_LAYOUTS.get(state, ())]
+
+
 def _fits(text: str, pattern: str) -> bool:
-    """Each glyph of the kind its position wants: a letter (or 0, one glyph with O) for L, a
-    digit for N, either for A."""
+    """Each glyph of the kind its position wants: a letter for L, a digit for N, either for A;
+    O and 0, one glyph on most US plates, fit both."""
     return len(text) == len(pattern) and all(
-        kind == "A" or (char.isdigit() if kind == "N" else char.isalpha() or char == "0")
-        for char, kind in zip(text, pattern))
+        kind == "A" or char in "O0" or char.isalpha() == (kind == "L") for char, kind in zip(text, pattern))
 
 
 def extra_glyph(text: str, state: str, confidences: tuple[float, ...]) -> int | None:
@@ -117,7 +121,7 @@ def extra_glyph(text: str, state: str, confidences: tuple[float, ...]) -> int | 
     (below UNSURE_GLYPH), that glyph is the extra one: the least sure such glyph, if only one
     spelling results. A read that fits a layout as it is, or a state without layouts, is left
     alone."""
-    patterns = {layout.replace(" ", "").replace("-", "") for layout in STATE_LAYOUTS.get(state, ())}
+    patterns = _patterns(state)
     if not patterns or any(_fits(text, p) for p in patterns):
         return None
     options = [i for i in range(len(text)) if confidences[i] < UNSURE_GLYPH
@@ -139,18 +143,8 @@ def letters_by_layout(text: str, state: str, glyphs: str) -> str:
     if len(glyphs) != len(text):  # a glyph was dropped or swapped in: positions no longer line up
         return text
     spellings = set()
-    for layout in STATE_LAYOUTS.get(state, ()):
-        pattern = layout.replace(" ", "").replace("-", "")
-        if len(pattern) != len(text):
-            continue
-        out = []
-        for char, seen, kind in zip(text, glyphs, pattern):
-            if char in "O0":
-                out.append("O" if kind == "L" and seen == "O" else char)
-            elif kind == "A" or char.isalpha() == (kind == "L"):
-                out.append(char)
-            else:
-                break
-        else:
-            spellings.add("".join(out))
+    for pattern in _patterns(state):
+        if _fits(text, pattern):
+            spellings.add("".join("O" if char in "O0" and kind == "L" and seen == "O" else char
+                                  for char, seen, kind in zip(text, glyphs, pattern)))
     return spellings.pop() if len(spellings) == 1 else text

@@ -45,21 +45,13 @@ def prepare(image_bgr: np.ndarray, size: int, square: bool = False) -> tuple[np.
 
 def decode(
     prob: np.ndarray, scale: Scale, image_shape: tuple[int, ...], min_aspect: float = 1.0
-) -> list[tuple[float, float, float, float]]:
-    """One (1, H, W) probability map -> axis-aligned line boxes in image pixels, at least
-    min_aspect times as wide as tall, tallest first (a plate's characters are usually the
-    largest text in a road scene)."""
-    return decode_pieces(prob, scale, image_shape, min_aspect)[0]
-
-
-def decode_pieces(
-    prob: np.ndarray, scale: Scale, image_shape: tuple[int, ...], min_aspect: float = 1.0
 ) -> tuple[list[tuple[float, float, float, float]], list[tuple[float, float, float, float]]]:
-    """(lines, pieces), each tallest first: lines as `decode` gives them, and pieces, regions
-    narrower than that but at least PIECE_MIN_ASPECT as wide as tall. A piece is no plate on its
-    own, but a plate's serial is often split by an emblem into a lone character or pair and the
-    rest (Wyoming's county number left of the horse, "DD" left of the D.C. flag): `join_rows`
-    joins pieces to the line beside them."""
+    """One (1, H, W) probability map -> (lines, pieces), boxes in image pixels, each tallest first
+    (a plate's characters are usually the largest text in a road scene). Lines are at least
+    min_aspect times as wide as tall; pieces are narrower, but at least PIECE_MIN_ASPECT as wide
+    as tall. A piece is no plate on its own, but a plate's serial is often split by an emblem
+    into a lone character or pair and the rest (Wyoming's county number left of the horse, "DD"
+    left of the D.C. flag): `join_rows` joins pieces to the line beside them."""
     prob = prob.reshape(prob.shape[-2:])
     mask = (prob > PIXEL_THRESHOLD).astype(np.uint8)
     contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
@@ -89,7 +81,7 @@ def join_rows(
     """Boxes of neighbouring lines on one row, joined: the text detector splits a plate at a
     sticker, an emblem or a wide gap (Czech, German plates). Only pairs of similar height that
     share most of their rows and are at most MAX_JOIN_GAP heights apart are joined. Pieces
-    (see decode_pieces) join a line, never each other."""
+    (see decode) join a line, never each other."""
     joined = []
     pairs = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :]] + [(a, b) for a in boxes for b in pieces]
     for a, b in pairs:

@@ -138,9 +138,8 @@ def test_a_lone_character_split_off_by_an_emblem_joins_its_line_only() -> None:
     prob[0, 40:70, 20:40] = 0.9  # a lone character: taller than wide
     prob[0, 40:70, 60:160] = 0.9  # the rest of the serial, past an emblem
     prob[0, 100:125, 230:240] = 0.9  # a narrow mark elsewhere: a piece with no line beside it
-    lines, pieces = textlines.decode_pieces(prob, textlines.Scale(1.0, 1.0), (128, 256, 3))
+    lines, pieces = textlines.decode(prob, textlines.Scale(1.0, 1.0), (128, 256, 3))
     assert len(lines) == 1 and len(pieces) == 2
-    assert textlines.decode(prob, textlines.Scale(1.0, 1.0), (128, 256, 3)) == lines
     (joined,) = textlines.join_rows(lines, pieces)
     assert joined[0] < 20 and joined[2] > 159  # the lone character and the serial, one box
     assert textlines.join_rows([], pieces) == []  # pieces never join each other
@@ -227,7 +226,7 @@ def test_text_line_decode_finds_wide_regions_tallest_first() -> None:
     prob[0, 10:20, 20:120] = 0.9  # a wide, short line
     prob[0, 60:90, 40:200] = 0.9  # a taller line
     prob[0, 100:125, 230:240] = 0.9  # taller than wide: not a text line
-    boxes = textlines.decode(prob, textlines.Scale(2.0, 2.0), (256, 512, 3))
+    boxes, _ = textlines.decode(prob, textlines.Scale(2.0, 2.0), (256, 512, 3))
     assert len(boxes) == 2
     x1, y1, x2, y2 = boxes[0]
     # The taller line (input x 40..200, y 60..90), scaled 2x to image pixels and grown a little.
